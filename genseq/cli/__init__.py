@@ -1,0 +1,54 @@
+"""The `genseq` command: parses arguments, calls the library, prints.
+
+Each subcommand lives in its own module with add_parser(subparsers) and sets
+`run` on its parser. User mistakes (GenseqError) become one sentence on stderr
+and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import GenseqError
+
+COMMAND_MODULES = ("train", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genseq", description="Sequence generation with recurrent networks.")
+    parser.add_argument("--version", action="version", version=f"genseq {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except GenseqError as error:
+        print(f"genseq: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genseq: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
