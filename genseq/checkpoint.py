@@ -29,6 +29,8 @@ from .tokenizer import Tokenizer
 FORMAT = "genseq"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.model"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 # ---- atomic files and directories ------------------------------------------
@@ -38,6 +40,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
                 file.flush()

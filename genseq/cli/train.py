@@ -1,0 +1,107 @@
+"""`genseq train lm`: train a language model into a run directory, or resume one."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from . import non_negative_float, positive_int
+
+MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
+                 "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
+
+
+def duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m' or '1.5h'."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 300, 300s, 15m or 2h, not {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a model", description="Train a language model (task lm).")
+    parser.add_argument("task", choices=["lm"], help="what to train")
+    parser.add_argument("--data", required=True, help="text file, folder, glob, or Hugging Face dataset (name or local path)")
+    parser.add_argument("--valid", help="validation data, same forms as --data (default: the last 5%% of --data)")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    parser.add_argument("--text-column", default="text", help="column of a dataset holding the text (default: text)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--cell", choices=["lstm", "gru", "rnn"])
+    model.add_argument("--embedding-size", type=positive_int)
+    model.add_argument("--hidden-size", type=positive_int)
+    model.add_argument("--layers", dest="num_layers", type=positive_int)
+    model.add_argument("--projection-size", type=int, help="linear layer between the core and the output (0: none)")
+    model.add_argument("--dropout", type=float, help="sets the three dropouts below at once")
+    model.add_argument("--embedding-dropout", type=float)
+    model.add_argument("--layer-dropout", type=float)
+    model.add_argument("--output-dropout", type=float)
+    model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None)
+
+    tokenizer = parser.add_argument_group("tokenizer")
+    tokenizer.add_argument("--vocab-size", type=positive_int, default=8000)
+    tokenizer.add_argument("--tokenizer-type", choices=["unigram", "bpe"], default="unigram")
+    tokenizer.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--batch-size", type=positive_int, default=32)
+    training.add_argument("--bptt", type=positive_int, default=64, help="tokens per truncated-BPTT window")
+    training.add_argument("--lr", type=float, default=3e-3)
+    training.add_argument("--weight-decay", type=non_negative_float, default=0.01)
+    training.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
+    training.add_argument("--warmup-steps", type=int, default=100)
+    training.add_argument("--epochs", type=positive_int, default=10)
+    training.add_argument("--max-steps", type=positive_int)
+    training.add_argument("--max-time", type=duration, help="wall-clock budget (300, 15m, 2h); the schedule follows it")
+    training.add_argument("--clip-grad-norm", type=non_negative_float, default=1.0, help="0 turns clipping off")
+    training.add_argument("--patience", type=int, default=3, help="validations without improvement before stopping (0: never)")
+    training.add_argument("--eval-every", type=positive_int, help="steps between validations (default: each epoch)")
+    training.add_argument("--checkpoint-every", type=positive_int, help="steps between resumable checkpoints")
+    training.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0)
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    training.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..errors import ConfigError
+    from ..train import TrainConfig, train_language_model
+
+    if args.dropout is not None:
+        for name in ("embedding_dropout", "layer_dropout", "output_dropout"):
+            if getattr(args, name) is None:
+                setattr(args, name, args.dropout)
+    model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
+        if model_options or args.tokenizer:
+            raise ConfigError("model and tokenizer options cannot change when resuming; drop them or start a new --out")
+    elif not args.out:
+        raise ConfigError("--out is required (or --resume DIR to continue a run)")
+    out_dir = args.resume or args.out
+    config = TrainConfig(
+        batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
+        max_time=args.max_time, clip_grad_norm=args.clip_grad_norm, patience=args.patience,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, seed=args.seed, device=args.device,
+        progress=not args.no_progress,
+    )
+    trainer = train_language_model(
+        args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
+        vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
+        text_column=args.text_column, resume=bool(args.resume),
+    )
+    progress = trainer.progress
+    if not progress.finished:
+        print(f"genseq: stopped at step {progress.step}; continue with: genseq train lm --data {args.data} "
+              f"--resume {out_dir}", file=sys.stderr)
+        return 130
+    print(f"trained {progress.step} steps; best validation loss {progress.best_valid_loss:.4f}; "
+          f"model in {out_dir}", file=sys.stderr)
+    return 0

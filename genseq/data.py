@@ -1,0 +1,258 @@
+"""Text data: where it comes from, how it is tokenized once and cached, how it is batched.
+
+A source is local text (a file, a folder, a glob) or a Hugging Face `datasets`
+dataset (a hub name, or a local dataset folder or csv/json/parquet file). Its
+documents are tokenized once into a flat token file that is memory-mapped, so
+a corpus never has to fit in memory:
+
+    [EOS] doc1 [EOS] doc2 [EOS] ...
+
+The EOS at the front gives the first token a context, and the model learns to
+end a document.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .tokenizer import Tokenizer
+
+CHUNK_CHARS = 1 << 20  # documents are read and tokenized a megabyte at a time
+HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
+DATASET_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GENSEQ_CACHE_DIR", Path.home() / ".cache" / "genseq"))
+
+
+# ---- sources ---------------------------------------------------------------
+class TextFiles:
+    """Local UTF-8 text files, each one document."""
+
+    def __init__(self, paths: list[Path], spec: str):
+        self.paths, self.spec = paths, spec
+
+    def fingerprint(self) -> str:
+        stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in self.paths]
+        return json.dumps(stats)
+
+    def documents(self) -> Iterator[Iterator[str]]:
+        for path in self.paths:
+            yield _read_chunks(path)
+
+
+class HFDataset:
+    """One text column of a Hugging Face dataset, each row one document."""
+
+    def __init__(self, spec: str, text_column: str, split: str, streaming: bool = False):
+        self.spec, self.text_column, self.split, self.streaming = spec, text_column, split, streaming
+        self.dataset = _load_hf_dataset(spec, split, streaming)
+        columns = self.dataset.column_names or []
+        if columns and text_column not in columns:
+            raise DataError(f"{spec} has no column {text_column!r}; its columns are {', '.join(columns)} (use --text-column)")
+
+    def fingerprint(self) -> str:
+        return json.dumps([self.spec, self.split, self.text_column, getattr(self.dataset, "_fingerprint", None)])
+
+    def documents(self) -> Iterator[Iterator[str]]:
+        for row in self.dataset:
+            text = row[self.text_column]
+            if not isinstance(text, str):
+                raise DataError(f"column {self.text_column!r} of {self.spec} holds {type(text).__name__}, not text")
+            yield iter((text,))
+
+
+def open_source(spec: str, text_column: str = "text", split: str = "train", streaming: bool = False):
+    """Resolve a --data argument to a TextFiles or HFDataset source."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or _has_dataset_files(path):
+            return HFDataset(spec, text_column, split, streaming)
+        return TextFiles(_text_files_under(path), spec)
+    if path.is_file():
+        if path.suffix in DATASET_SUFFIXES:
+            return HFDataset(spec, text_column, split, streaming)
+        return TextFiles([path], spec)
+    if glob.has_magic(spec):
+        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise DataError(f"no files match {spec}")
+        return TextFiles(matches, spec)
+    if not HUB_NAME.fullmatch(spec) or path.suffix in (".txt", ".md"):
+        raise DataError(f"{spec} does not exist")
+    return HFDataset(spec, text_column, split, streaming)
+
+
+def _text_files_under(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise DataError(f"{folder} holds no files")
+    return files
+
+
+def _has_dataset_files(folder: Path) -> bool:
+    return any(p.suffix in DATASET_SUFFIXES for p in folder.iterdir() if p.is_file())
+
+
+def _load_hf_dataset(spec: str, split: str, streaming: bool):
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    path = Path(spec)
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+            loaded = datasets.load_from_disk(spec)
+            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if path.is_file():
+            return datasets.load_dataset(DATASET_SUFFIXES[path.suffix], data_files=spec, split="train", streaming=streaming)
+        return datasets.load_dataset(spec, split=split, streaming=streaming)
+    except (FileNotFoundError, ConnectionError) as error:
+        raise DataError(f"cannot load dataset {spec}: {error}") from None
+    except ValueError as error:
+        raise DataError(f"cannot load split {split!r} of {spec}: {error}") from None
+    except Exception as error:  # datasets raises many types for unreachable hubs and bad files
+        raise DataError(f"{spec} is neither a local path nor a loadable dataset ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+
+
+def _read_chunks(path: Path) -> Iterator[str]:
+    """Yield a file's text in line-aligned chunks, rejecting binary and non-UTF-8 files."""
+    try:
+        file = open(path, "rb")
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    with file:
+        offset, carry = 0, b""
+        while block := file.read(CHUNK_CHARS):
+            if b"\0" in block:
+                raise DataError(f"{path} is a binary file, not text")
+            data = carry + block
+            cut = data.rfind(b"\n") + 1 or len(data)
+            data, carry = data[:cut], data[cut:]
+            yield _decode(data, path, offset)
+            offset += len(data)
+        if carry:
+            yield _decode(carry, path, offset)
+
+
+def _decode(data: bytes, path: Path, offset: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {offset + error.start})"
+        ) from None
+
+
+def iter_texts(source) -> Iterator[str]:
+    """Every chunk of every document, for training a tokenizer."""
+    for document in source.documents():
+        yield from document
+
+
+# ---- tokenized, cached streams ------------------------------------------------
+@dataclass
+class TokenStream:
+    """A flat, memory-mapped array of token ids plus the counts evaluation needs."""
+
+    tokens: np.ndarray  # (N,) uint16 or int32
+    words: int
+    bytes: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def split_tail(self, fraction: float) -> tuple["TokenStream", "TokenStream"]:
+        """Split off the last fraction of tokens (word/byte counts are shared proportionally)."""
+        cut = int(len(self) * (1 - fraction))
+        head = TokenStream(self.tokens[: cut + 1], int(self.words * (1 - fraction)), int(self.bytes * (1 - fraction)))
+        tail = TokenStream(self.tokens[cut:], self.words - head.words, self.bytes - head.bytes)
+        return head, tail
+
+
+def tokenize(source, tokenizer: Tokenizer, progress: bool = False) -> TokenStream:
+    """Tokenize a source once; later calls with the same files and tokenizer read the cache."""
+    key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes()).hexdigest()[:24]
+    folder = cache_dir() / "tokens"
+    data_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
+    if not (meta_path.exists() and data_path.exists()):
+        _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress)
+    meta = json.loads(meta_path.read_text())
+    if meta["bytes"] == 0:
+        raise DataError(f"{source.spec} holds no text")
+    tokens = np.memmap(data_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
+    return TokenStream(tokens, meta["words"], meta["bytes"])
+
+
+def _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress):
+    from tqdm import tqdm
+
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = data_path.with_suffix(f".tmp{os.getpid()}")
+    count, words, size = 1, 0, 0
+    try:
+        with open(tmp, "wb") as out, tqdm(desc=f"tokenizing {source.spec}", unit="doc", disable=not progress, leave=False) as bar:
+            out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
+            for document in source.documents():
+                for chunk in document:
+                    ids = tokenizer.encode(chunk)
+                    out.write(np.asarray(ids, dtype=dtype).tobytes())
+                    count += len(ids)
+                    words += len(chunk.split())
+                    size += len(chunk.encode("utf-8"))
+                out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
+                count += 1
+                bar.update()
+        os.replace(tmp, data_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {"tokens": count, "words": words, "bytes": size, "dtype": np.dtype(dtype).name, "source": source.spec}
+    meta_path.write_text(json.dumps(meta))
+
+
+# ---- batching ----------------------------------------------------------------
+class ContiguousBatches:
+    """Truncated-BPTT windows over B contiguous rows of a token stream.
+
+        stream:  a b c d e f g h i j k l m n o p q r s t u v w x y
+        B = 3:   row 0: a b c d e f g h      windows of bptt = 3:
+                 row 1: i j k l m n o p        [a b c] -> [b c d], then [d e f] -> [e f g], ...
+                 row 2: q r s t u v w x
+    Row b continues in window i + 1 exactly where it stopped in window i, so the
+    hidden state carried between windows is the state of the text that came before.
+    """
+
+    def __init__(self, stream: TokenStream, batch_size: int, bptt: int):
+        self.tokens, self.batch_size, self.bptt = stream.tokens, batch_size, bptt
+        self.row_length = (len(stream.tokens) - 1) // batch_size
+        if self.row_length < 1:
+            raise DataError(
+                f"the data has {len(stream.tokens)} tokens, too few for a batch of {batch_size} rows; "
+                "use a smaller --batch-size or more text"
+            )
+
+    def __len__(self) -> int:
+        return -(-self.row_length // self.bptt)
+
+    def get_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (B, T) of window index; the last window may be shorter."""
+        start = index * self.bptt
+        length = min(self.bptt, self.row_length - start)
+        rows = np.stack([
+            self.tokens[row * self.row_length + start : row * self.row_length + start + length + 1]
+            for row in range(self.batch_size)
+        ]).astype(np.int64)
+        window = torch.from_numpy(rows)  # (B, T + 1)
+        return window[:, :-1], window[:, 1:]
