@@ -234,12 +234,12 @@ class ContiguousBatches:
     hidden state carried between windows is the state of the text that came before.
     """
 
-    def __init__(self, stream: TokenStream, batch_size: int, bptt: int):
+    def __init__(self, stream: TokenStream, batch_size: int, bptt: int, name: str = "data"):
         self.tokens, self.batch_size, self.bptt = stream.tokens, batch_size, bptt
         self.row_length = (len(stream.tokens) - 1) // batch_size
         if self.row_length < 1:
             raise DataError(
-                f"the data has {len(stream.tokens)} tokens, too few for a batch of {batch_size} rows; "
+                f"the {name} has {len(stream.tokens)} tokens, too few for a batch of {batch_size} rows; "
                 "use a smaller --batch-size or more text"
             )
 

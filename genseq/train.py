@@ -128,8 +128,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.out_dir = Path(out_dir)
-        self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt)
-        self.valid_batches = ContiguousBatches(valid_data, min(config.batch_size, 16), config.bptt)
+        self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt, "training data")
+        self.valid_batches = ContiguousBatches(valid_data, min(config.batch_size, 16), config.bptt, "validation data")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
         self.hidden: State | None = None

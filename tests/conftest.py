@@ -9,12 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from genseq import ModelConfig, Tokenizer
 from genseq.data import iter_texts, open_source
 
 DATA = Path(__file__).parent / "data"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# Tiny models gain nothing from a second thread, and OpenMP threads spinning against
+# another busy process can make a millisecond op take a hundred times longer.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,116 @@
+"""The train and eval commands: JSON output and one clear sentence for each bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genseq.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_train_args(data, out, *extra):
+    return ["train", "lm", "--data", data, "--out", out, "--vocab-size", "400", "--hidden-size", "16",
+            "--embedding-size", "16", "--batch-size", "4", "--bptt", "8", "--max-steps", "10",
+            "--warmup-steps", "2", "--no-progress", *extra]
+
+
+def test_eval_json_prints_the_documented_metrics(capsys, trained_run, valid_file):
+    code, out, _ = run_cli(capsys, "eval", "lm", "--model", trained_run, "--data", valid_file, "--json")
+    assert code == 0
+    metrics = json.loads(out)
+    assert set(metrics) == {"tokens", "words", "bytes", "nll", "token_perplexity", "word_perplexity", "bits_per_byte"}
+    text = valid_file.read_text()
+    assert metrics["words"] == len(text.split()) and metrics["bytes"] == len(text.encode())
+    assert metrics["word_perplexity"] == pytest.approx(2.718281828 ** (metrics["nll"] / metrics["words"]), rel=1e-6)
+    assert metrics["bits_per_byte"] == pytest.approx(metrics["nll"] / (0.693147181 * metrics["bytes"]), rel=1e-6)
+
+
+def test_evaluation_carries_the_state_across_windows(trained_run, valid_file):
+    from genseq import from_pretrained
+    from genseq.data import open_source, tokenize
+    from genseq.evaluate import evaluate
+
+    model, tokenizer = from_pretrained(trained_run)
+    stream = tokenize(open_source(str(valid_file)), tokenizer)
+    assert evaluate(model, stream, window=7)["nll"] == pytest.approx(evaluate(model, stream, window=4096)["nll"], rel=1e-5)
+
+
+def write(path, data):
+    path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    return path
+
+
+BAD_TRAIN_INPUTS = {
+    "missing path": (lambda t: t / "nope.txt", "nope.txt does not exist"),
+    "empty corpus": (lambda t: write(t / "empty.txt", ""), "found no text"),
+    "binary file": (lambda t: write(t / "x.bin", bytes(range(256)) * 4), "is a binary file, not text"),
+    "non-UTF-8 bytes": (lambda t: write(t / "latin.txt", "naïve café\n".encode("latin-1") * 50), "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TRAIN_INPUTS)
+def test_bad_training_data_gives_one_clear_sentence(capsys, tmp_path, case):
+    make, message = BAD_TRAIN_INPUTS[case]
+    code, _, err = run_cli(capsys, *tiny_train_args(make(tmp_path), tmp_path / "out"))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corpus_smaller_than_one_batch(capsys, tmp_path, train_file):
+    small = write(tmp_path / "small.txt", train_file.read_text()[:3000])
+    code, _, err = run_cli(capsys, *tiny_train_args(small, tmp_path / "out", "--batch-size", "5000"))
+    assert code == 2 and "the training data has" in err and "too few for a batch of 5000 rows" in err
+
+
+def test_vocab_size_larger_than_the_corpus_supports(capsys, tmp_path, train_file):
+    code, _, err = run_cli(capsys, *tiny_train_args(train_file, tmp_path / "out"), "--vocab-size", "60000")
+    assert code == 2 and "larger than this corpus supports; use at most" in err
+
+
+def test_unwritable_output_directory(capsys, tmp_path, train_file):
+    blocker = write(tmp_path / "a-file", "")
+    code, _, err = run_cli(capsys, *tiny_train_args(train_file, blocker / "out"))
+    assert code == 2 and "cannot write" in err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--tie-weights", "--hidden-size", "24"], "tied weights need"),
+    (["--max-steps", "5", "--warmup-steps", "50"], "warmup_steps (50) must be fewer than max_steps (5)"),
+    (["--dropout", "1.5"], "embedding_dropout must be in [0, 1)"),
+])
+def test_inconsistent_options(capsys, tmp_path, train_file, extra, message):
+    code, _, err = run_cli(capsys, *tiny_train_args(train_file, tmp_path / "out"), *extra)
+    assert code == 2 and message in err
+
+
+def test_existing_run_is_never_overwritten_and_resume_refuses_new_model_options(capsys, trained_run, train_file):
+    before = (trained_run / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, *tiny_train_args(train_file, trained_run))
+    assert code == 2 and "already holds a training run" in err
+    code, _, err = run_cli(capsys, "train", "lm", "--data", train_file, "--resume", trained_run, "--hidden-size", "64")
+    assert code == 2 and "cannot change when resuming" in err
+    assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+def test_resume_continues_a_finished_run_to_a_larger_budget(capsys, tmp_path, train_file, valid_file):
+    out = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(train_file, out, "--valid", valid_file))[0] == 0
+    code, _, err = run_cli(capsys, "train", "lm", "--data", train_file, "--valid", valid_file, "--resume", out,
+                           "--batch-size", "4", "--bptt", "8", "--max-steps", "14", "--warmup-steps", "2", "--no-progress")
+    assert code == 0, err
+    state = json.loads((out / "last" / "training_state.json").read_text())
+    assert state["progress"]["step"] == 14
+
+
+def test_console_script_reports_errors_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "genseq", "eval", "lm", "--model", str(tmp_path), "--data", "x.txt"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("genseq: error: ") and "Traceback" not in result.stderr
