@@ -7,7 +7,7 @@ also carries and detaches the state, schedules the learning rate, checks the
 loss is finite and clips the gradient norm. The last line is the ratio
 genseq / reference of tokens per second (medians over rounds).
 
-    python benchmarks/bench_train.py [--rounds 5] [--steps 10]
+    python benchmarks/bench_train.py [--rounds 5] [--steps 10] [--threads N]
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tokens = torch.randint(4, VOCAB, (BATCH, args.steps * BPTT + 1))
     batches = [(tokens[:, i * BPTT : (i + 1) * BPTT], tokens[:, i * BPTT + 1 : (i + 1) * BPTT + 1]) for i in range(args.steps)]

@@ -221,7 +221,7 @@ class Trainer:
                 tokens_since += config.batch_size * config.bptt
                 if progress.step % 10 == 0 or progress.step == 1:
                     rate = tokens_since / max(time.monotonic() - clock, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}", tok_s=f"{rate:,.0f}", lr=f"{self.learning_rate():.2e}")
+                    bar.set_postfix(self._postfix(loss, rate))
                     self._log({"split": "train", "loss": loss, "lr": self.learning_rate(), "tokens_per_s": rate})
                     tokens_since, clock = 0, time.monotonic()
                 bar.update()
@@ -236,6 +236,14 @@ class Trainer:
                 progress.finished = True
             self.save_last()
         return progress
+
+    def _postfix(self, loss: float, rate: float) -> dict:
+        postfix = {"loss": f"{loss:.3f}", "ppl": f"{math.exp(min(loss, 50)):.1f}", "tok/s": f"{rate:,.0f}",
+                   "lr": f"{self.learning_rate():.2e}"}
+        if self.config.max_time:  # the bar's own ETA counts steps; the time budget may end the run first
+            left = max(0.0, self.config.max_time - self.progress.elapsed)
+            postfix["budget_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
+        return postfix
 
     def request_stop(self) -> None:
         """Stop after the current step with a resumable checkpoint (what Ctrl-C does)."""
