@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import GenseqError
 
-COMMAND_MODULES = ("train", "evaluate")
+COMMAND_MODULES = ("tasks", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,120 @@
+"""Discovery of task plugins through the `genseq.tasks` entry-point group.
+
+Discovery reads package metadata and imports a plugin's module only when its
+task is listed or used; importing genseq imports no plugin. A plugin that fails
+to import is reported (name, distribution, error) and skipped; the others keep
+working. Environment:
+
+    GENSEQ_DISABLE_PLUGINS=name,name   skip these tasks (or distributions)
+    GENSEQ_STRICT_PLUGINS=1            a plugin that fails to load is an error instead
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from .errors import GenseqError
+from .tasks import Task
+
+GROUP = "genseq.tasks"
+DISABLE_ENV, STRICT_ENV = "GENSEQ_DISABLE_PLUGINS", "GENSEQ_STRICT_PLUGINS"
+BUILTIN_DISTRIBUTION = "genseq"
+
+
+class PluginError(GenseqError):
+    """A task plugin could not be found, imported or run."""
+
+
+@dataclass
+class TaskInfo:
+    name: str
+    target: str  # "module:Class"
+    distribution: str
+    version: str
+    status: str = "ok"  # ok | disabled | shadowed by DIST | error: ...
+    task_class: type[Task] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        description = self.task_class.description if self.task_class else ""
+        return {"name": self.name, "description": description, "distribution": self.distribution,
+                "version": self.version, "target": self.target, "status": self.status}
+
+
+def discover(load: bool = True) -> list[TaskInfo]:
+    """Every registered task, sorted by name; load=True imports each to report its status."""
+    disabled = {item.strip() for item in os.environ.get(DISABLE_ENV, "").split(",") if item.strip()}
+    infos = []
+    for entry in entry_points(group=GROUP):
+        distribution = entry.dist.name if entry.dist else "unknown"
+        version = entry.dist.version if entry.dist else ""
+        info = TaskInfo(entry.name, entry.value, distribution, version)
+        if entry.name in disabled or distribution in disabled:
+            info.status = "disabled"
+        elif load:
+            _load(entry, info)
+        infos.append(info)
+    _resolve_duplicates(infos)
+    return sorted(infos, key=lambda info: (info.name, info.status != "ok", info.distribution))
+
+
+def _load(entry, info: TaskInfo) -> None:
+    try:
+        task_class = entry.load()
+        if not (isinstance(task_class, type) and issubclass(task_class, Task)):
+            raise TypeError(f"{entry.value} is not a genseq.tasks.Task subclass")
+        if task_class.name != entry.name:
+            raise ValueError(f"the entry point is named {entry.name!r} but the task calls itself {task_class.name!r}")
+        info.task_class = task_class
+    except Exception as error:  # a plugin may raise anything on import; report it, never crash the host
+        if os.environ.get(STRICT_ENV, "") not in ("", "0"):
+            raise PluginError(f"task plugin {entry.name} ({info.distribution}) failed to load: {error}") from error
+        info.status = f"error: {type(error).__name__}: {error}"
+
+
+def _resolve_duplicates(infos: list[TaskInfo]) -> None:
+    """Keep one task per name: a loadable one, genseq's own first, then by distribution name."""
+    by_name: dict[str, list[TaskInfo]] = {}
+    for info in infos:
+        if info.status != "disabled":
+            by_name.setdefault(info.name, []).append(info)
+    for name, candidates in by_name.items():
+        if len(candidates) < 2:
+            continue
+        candidates.sort(key=lambda info: (not info.ok, info.distribution != BUILTIN_DISTRIBUTION, info.distribution))
+        winner = candidates[0]
+        for info in candidates[1:]:
+            info.status = f"shadowed by {winner.distribution}"
+        warnings.warn(
+            f"task {name!r} is registered by {', '.join(i.distribution for i in candidates)}; using {winner.distribution}",
+            stacklevel=2,
+        )
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The task class registered as name, or a PluginError listing the available tasks."""
+    infos = discover()
+    matches = [info for info in infos if info.name == name]
+    usable = [info for info in matches if info.ok]
+    if usable:
+        return usable[0].task_class
+    if matches:
+        raise PluginError(f"task {name} ({matches[0].distribution}) is not usable: {matches[0].status}")
+    available = ", ".join(sorted({info.name for info in infos if info.ok})) or "none"
+    raise PluginError(f"unknown task {name!r}; available tasks: {available}")
+
+
+def run_guarded(task_name: str, distribution: str, call, *args, **kwargs):
+    """Call into a plugin; an unexpected exception becomes one PluginError naming the plugin."""
+    try:
+        return call(*args, **kwargs)
+    except GenseqError:
+        raise
+    except Exception as error:
+        raise PluginError(f"task {task_name} ({distribution}) failed: {type(error).__name__}: {error}") from error

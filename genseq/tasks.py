@@ -1,0 +1,167 @@
+"""The task contract: what a task plugin declares and the methods it implements.
+
+A task declares its name, a one-line description, typed inputs and outputs,
+and options with defaults and bounds. The CLI and the web app build their
+controls from that declaration alone, so a new task needs no change to either.
+A task loads its model lazily on first use and runs on one input, a batch, or
+as a stream of partial outputs.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Iterator
+
+from .errors import ConfigError
+
+INPUT_KINDS = ("text", "image")
+OUTPUT_KINDS = ("text", "ranked", "image", "label", "number", "json")
+# ranked: a list of {"label", "prob"} most likely first; label: {"label", "prob"}.
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    kind: str
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in INPUT_KINDS:
+            raise ConfigError(f"input {self.name!r} has kind {self.kind!r}; kinds are {', '.join(INPUT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    kind: str
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in OUTPUT_KINDS:
+            raise ConfigError(f"output {self.name!r} has kind {self.kind!r}; kinds are {', '.join(OUTPUT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed option with a default; numbers may have bounds, strings a list of choices."""
+
+    name: str
+    default: Any
+    help: str = ""
+    type: type | None = None  # inferred from the default when None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False  # (minimum, maximum] instead of [minimum, maximum]
+    choices: tuple | None = None
+
+    @property
+    def value_type(self) -> type:
+        return self.type or type(self.default)
+
+    def check(self, value: Any) -> Any:
+        """Return value converted to the option's type, or raise ConfigError naming the option and its range."""
+        kind = self.value_type
+        if value is None and self.default is None:
+            return None
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise TypeError
+            if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+                raise TypeError
+            converted = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {self.name} must be {kind.__name__}, not {value!r}") from None
+        if self.choices is not None and converted not in self.choices:
+            raise ConfigError(f"option {self.name} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+        low_ok = self.minimum is None or (converted > self.minimum if self.exclusive_minimum else converted >= self.minimum)
+        high_ok = self.maximum is None or converted <= self.maximum
+        if not (low_ok and high_ok):
+            raise ConfigError(f"option {self.name} must be in {self.range_text()}, not {value!r}")
+        return converted
+
+    def range_text(self) -> str:
+        low = "-inf" if self.minimum is None else f"{self.minimum:g}"
+        high = "inf" if self.maximum is None else f"{self.maximum:g}"
+        return f"{'(' if self.exclusive_minimum or self.minimum is None else '['}{low}, {high}{']' if self.maximum is not None else ')'}"
+
+    def describe(self) -> dict:
+        data = asdict(self)
+        data["type"] = self.value_type.__name__
+        return data
+
+
+class Task:
+    """Base class of every task plugin. Subclasses set the class attributes and implement load and predict."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Input, ...]] = ()
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, model: str | None = None, device: str = "cpu"):
+        self.model_path, self.device = model, device
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    # ---- what a plugin implements ---------------------------------------------
+    def load(self, model_path: str | None) -> Any:
+        """Load and return the model; model_path None means the task's default model."""
+        raise NotImplementedError
+
+    def predict(self, model: Any, batch: list[dict], options: dict) -> list[dict]:
+        """Outputs (one dict keyed by output name) for each input dict of batch."""
+        raise NotImplementedError
+
+    def predict_stream(self, model: Any, inputs: dict, options: dict) -> Iterator[dict]:
+        """Partial outputs for one input, each a complete dict so far; by default just the final one."""
+        yield self.predict(model, [inputs], options)[0]
+
+    # ---- what callers use --------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The model, loaded on first use (once, even with concurrent callers)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self.load(self.model_path)
+            return self._model
+
+    def run(self, inputs: dict, **options) -> dict:
+        return self.run_batch([inputs], **options)[0]
+
+    def run_batch(self, batch: list[dict], **options) -> list[dict]:
+        checked = self.check_options(options)
+        return self.predict(self.model, [self.check_inputs(item) for item in batch], checked)
+
+    def stream(self, inputs: dict, **options) -> Iterator[dict]:
+        checked = self.check_options(options)
+        yield from self.predict_stream(self.model, self.check_inputs(inputs), checked)
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """All options with defaults filled in; unknown or out-of-range ones raise ConfigError."""
+        known = {option.name: option for option in cls.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            valid = ", ".join(known) or "none"
+            raise ConfigError(f"task {cls.name} has no option {', '.join(unknown)}; its options are: {valid}")
+        return {name: option.check(options[name]) if name in options else option.default for name, option in known.items()}
+
+    @classmethod
+    def check_inputs(cls, inputs: dict) -> dict:
+        missing = [item.name for item in cls.inputs if item.name not in inputs]
+        if missing:
+            raise ConfigError(f"task {cls.name} needs the input {', '.join(missing)}")
+        return inputs
+
+    @classmethod
+    def describe(cls) -> dict:
+        """The declaration as JSON-able data."""
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "inputs": [asdict(item) for item in cls.inputs],
+            "outputs": [asdict(item) for item in cls.outputs],
+            "options": [option.describe() for option in cls.options],
+        }

@@ -1,0 +1,114 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from genseq import ConfigError
+from genseq.cli import main
+from genseq.plugins import PluginError, discover, get_task_class, run_guarded
+
+from plugin_helpers import GOOD_TASK, make_distribution
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("echo_plugin", "broken_plugin", "other_echo"):
+        sys.modules.pop(name, None)
+    return tmp_path
+
+
+@pytest.fixture
+def echo(plugin_path):
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", GOOD_TASK.format(name="echo"))
+    return plugin_path
+
+
+@pytest.fixture
+def broken(plugin_path):
+    make_distribution(plugin_path, "genseq-broken", {"broken": "broken_plugin:Task"}, "broken_plugin",
+                      "raise ImportError('needs a library that is not installed')")
+    return plugin_path
+
+
+def by_name(infos):
+    return {info.name: info for info in infos}
+
+
+def test_a_registered_task_is_discovered_with_its_distribution(echo):
+    info = by_name(discover())["echo"]
+    assert (info.distribution, info.version, info.status) == ("genseq-echo", "1.0", "ok")
+    assert get_task_class("echo")().run({"text": "hi"}, times=2) == {"text": "hi hi"}
+
+
+def test_a_broken_plugin_is_listed_with_its_error_and_the_others_still_run(echo, broken, capsys):
+    infos = by_name(discover())
+    assert infos["broken"].status == "error: ImportError: needs a library that is not installed"
+    assert infos["echo"].ok
+    assert main(["tasks", "--json"]) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)["tasks"]}
+    assert listed["broken"]["distribution"] == "genseq-broken" and listed["broken"]["status"].startswith("error")
+    with pytest.raises(PluginError, match="task broken \\(genseq-broken\\) is not usable: error: ImportError"):
+        get_task_class("broken")
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(broken, monkeypatch, capsys):
+    monkeypatch.setenv("GENSEQ_STRICT_PLUGINS", "1")
+    assert main(["tasks"]) == 2
+    assert "task plugin broken (genseq-broken) failed to load" in capsys.readouterr().err
+
+
+def test_plugins_can_be_disabled_by_name(echo, monkeypatch):
+    monkeypatch.setenv("GENSEQ_DISABLE_PLUGINS", "echo")
+    assert by_name(discover())["echo"].status == "disabled"
+    with pytest.raises(PluginError, match="not usable: disabled"):
+        get_task_class("echo")
+
+
+def test_two_distributions_with_one_task_name_warn_and_choose_deterministically(echo):
+    make_distribution(echo, "aaa-echo", {"echo": "other_echo:Echo"}, "other_echo", GOOD_TASK.format(name="echo"))
+    with pytest.warns(UserWarning, match="registered by aaa-echo, genseq-echo; using aaa-echo"):
+        infos = [info for info in discover() if info.name == "echo"]
+    assert [(i.distribution, i.status) for i in infos] == [("aaa-echo", "ok"), ("genseq-echo", "shadowed by aaa-echo")]
+
+
+def test_unknown_task_lists_the_available_ones(echo):
+    with pytest.raises(PluginError, match="unknown task 'nope'; available tasks: .*echo"):
+        get_task_class("nope")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"time": 2}, "task echo has no option time; its options are: times"),
+    ({"times": 9}, r"option times must be in \[1, 5\], not 9"),
+    ({"times": "two"}, "option times must be int, not 'two'"),
+    ({"times": 1.5}, "option times must be int"),
+])
+def test_bad_options_are_rejected_with_the_valid_ones(echo, options, message):
+    with pytest.raises(ConfigError, match=message):
+        get_task_class("echo")().run({"text": "x"}, **options)
+
+
+def test_the_model_loads_once_on_first_use(echo):
+    task_class = get_task_class("echo")
+    task = task_class(model="elsewhere")
+    assert task_class.loads == 0
+    task.run({"text": "a"})
+    task.run_batch([{"text": "b"}, {"text": "c"}])
+    assert task_class.loads == 1 and task.model == "elsewhere"
+
+
+def test_an_exception_inside_a_plugin_becomes_one_error_naming_it():
+    def explode():
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(PluginError, match=r"task echo \(genseq-echo\) failed: ZeroDivisionError: division by zero"):
+        run_guarded("echo", "genseq-echo", explode)
+
+
+def test_importing_genseq_imports_no_plugin(echo):
+    code = "import sys, genseq; print(sorted(m for m in sys.modules if m.endswith('_plugin') or m.startswith('genseq_')))"
+    env = {**os.environ, "PYTHONPATH": str(echo)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == "[]"
