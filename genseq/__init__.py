@@ -10,6 +10,7 @@ from .errors import CheckpointError, ConfigError, DataError, GenseqError, Traini
 from .model import LanguageModel, ModelConfig  # noqa: E402
 from .tokenizer import Tokenizer  # noqa: E402
 from .checkpoint import from_pretrained, save_pretrained  # noqa: E402
+from .defaults import default_model_dir  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -20,6 +21,7 @@ __all__ = [
     "ModelConfig",
     "Tokenizer",
     "TrainingError",
+    "default_model_dir",
     "from_pretrained",
     "save_pretrained",
 ]

@@ -1,0 +1,1 @@
+"""The built-in `completion` task: continue a prompt, or suggest the next word."""
