@@ -10,6 +10,7 @@ and (h,) otherwise, and is passed in and returned explicitly.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -135,23 +136,58 @@ class LanguageModel(nn.Module):
         return self.logits(features), state
 
     # ---- incremental decoding ------------------------------------------
-    def stepper(self) -> "FusedStep":
-        """A fast one-token step over the current weights (inference only; rebuild after training)."""
-        return FusedStep(self)
+    def stepper(self, make_linear: "Callable[[Tensor, Tensor], Callable[[Tensor], Tensor]] | None" = None) -> "FusedStep":
+        """A fast one-token step over the current weights (inference only; rebuild after training).
+
+        make_linear(weight (out, in), bias) builds each matrix product of the step;
+        the default is PackedLinear (fp32). Lower-precision kinds plug in here.
+        """
+        return FusedStep(self, make_linear or PackedLinear)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class PackedLinear:
+    """x (B, in) -> x W^T + b (B, out), with W packed once for the fastest kernel at hand.
+
+    On CPU the weight is reordered into oneDNN's blocked layout: for the few rows
+    of a decoding step that is 2-3x faster than addmm on MKL, with the same result
+    to ~1e-7. Elsewhere (GPU, a build without oneDNN) it is one addmm.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor):
+        self.bias = bias
+        self.packed = _onednn_packed(weight)
+        self.weight = weight.t().contiguous() if self.packed is None else None  # (in, out) for addmm
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return torch.addmm(self.bias, x, self.weight)
+
+
+def _onednn_packed(weight: Tensor) -> Tensor | None:
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
+    except (AttributeError, RuntimeError):  # a oneDNN build without the op: addmm it is
+        return None
 
 
 class FusedStep:
     """One decoding step for a whole batch: (ids (B,), state) -> (logits (B, V), state).
 
     Calling nn.LSTM for a single time step pays its per-call overhead every
-    token; here each layer's [W_ih | W_hh] is packed once so a step is one addmm
-    per layer plus the gate arithmetic, and it gives nn.LSTM's outputs to 1e-6.
+    token; here each layer's [W_ih | W_hh] is packed once so a step is one
+    matrix product per layer plus the gate arithmetic, and it gives nn.LSTM's
+    outputs to 1e-6. make_linear builds those products (see PackedLinear).
     """
 
-    def __init__(self, model: LanguageModel):
+    def __init__(self, model: LanguageModel, make_linear=PackedLinear):
         config = model.config
         self.cell = config.cell
         self.embedding = model.embedding.weight.detach()
@@ -162,47 +198,47 @@ class FusedStep:
             b_ih = getattr(model.core, f"bias_ih_l{layer}").detach()
             b_hh = getattr(model.core, f"bias_hh_l{layer}").detach()
             if self.cell == "gru":  # the candidate gate applies r to W_hh h only, so keep them apart
-                self.layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih, b_hh))
+                self.layers.append((make_linear(w_ih, b_ih), make_linear(w_hh, b_hh)))
             else:
-                self.layers.append((torch.cat([w_ih, w_hh], 1).t().contiguous(), b_ih + b_hh))
+                self.layers.append(make_linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh))
         self.projection = (
-            (model.projection.weight.detach().t().contiguous(), model.projection.bias.detach())
+            make_linear(model.projection.weight.detach(), model.projection.bias.detach())
             if model.projection is not None
             else None
         )
-        self.output = (model.output.weight.detach().t().contiguous(), model.output.bias.detach())
+        self.output = make_linear(model.output.weight.detach(), model.output.bias.detach())
 
     @torch.inference_mode()
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         x = self.embedding[ids]  # (B, E)
         new_h, new_c = [], []
-        for layer, weights in enumerate(self.layers):
+        for layer, linear in enumerate(self.layers):
             h = state[0][layer]
             if self.cell == "lstm":
-                x, c = _lstm_cell(x, h, state[1][layer], *weights)
+                x, c = _lstm_cell(x, h, state[1][layer], linear)
                 new_c.append(c)
             elif self.cell == "gru":
-                x = _gru_cell(x, h, *weights)
+                x = _gru_cell(x, h, *linear)
             else:
-                x = torch.tanh(torch.addmm(weights[1], torch.cat([x, h], 1), weights[0]))
+                x = torch.tanh(linear(torch.cat([x, h], 1)))
             new_h.append(x)
         if self.projection is not None:
-            x = torch.addmm(self.projection[1], x, self.projection[0])
-        logits = torch.addmm(self.output[1], x, self.output[0])  # (B, V)
+            x = self.projection(x)  # (B, P)
+        logits = self.output(x)  # (B, V)
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
         return logits, state
 
 
-def _lstm_cell(x, h, c, weight, bias):
-    gates = torch.addmm(bias, torch.cat([x, h], 1), weight)  # (B, 4H), PyTorch's order i, f, g, o
+def _lstm_cell(x, h, c, linear):
+    gates = linear(torch.cat([x, h], 1))  # (B, 4H), PyTorch's order i, f, g, o
     i, f, g, o = gates.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
-    gi = torch.addmm(b_ih, x, w_ih)  # (B, 3H), PyTorch's order r, z, n
-    gh = torch.addmm(b_hh, h, w_hh)
+def _gru_cell(x, h, input_linear, hidden_linear):
+    gi = input_linear(x)  # (B, 3H), PyTorch's order r, z, n
+    gh = hidden_linear(h)
     i_r, i_z, i_n = gi.chunk(3, 1)
     h_r, h_z, h_n = gh.chunk(3, 1)
     r = torch.sigmoid(i_r + h_r)
