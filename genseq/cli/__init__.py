@@ -17,8 +17,15 @@ from ..errors import GenseqError
 COMMAND_MODULES = ("tasks", "train", "evaluate")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genseq", description="Sequence generation with recurrent networks.")
+    parser = Parser(prog="genseq", description="Sequence generation with recurrent networks.")
     parser.add_argument("--version", action="version", version=f"genseq {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
