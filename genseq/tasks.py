@@ -69,6 +69,8 @@ class Option:
                 raise TypeError
             if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
                 raise TypeError
+            if kind is tuple and isinstance(value, str):
+                value = (value,)
             converted = kind(value)
         except (TypeError, ValueError):
             raise ConfigError(f"option {self.name} must be {kind.__name__}, not {value!r}") from None
@@ -137,6 +139,10 @@ class Task:
     def stream(self, inputs: dict, **options) -> Iterator[dict]:
         checked = self.check_options(options)
         yield from self.predict_stream(self.model, self.check_inputs(inputs), checked)
+
+    def to_json(self, batch: list[dict], results: list[dict]):
+        """The JSON document `genseq generate --json` prints: by default the result, or the list of results."""
+        return results[0] if len(results) == 1 else results
 
     @classmethod
     def check_options(cls, options: dict) -> dict:

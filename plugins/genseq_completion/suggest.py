@@ -10,9 +10,11 @@ that word.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -28,6 +30,7 @@ class Vocabulary:
     boundary_extra: set[int]  # ids that end a word without being a piece that starts one (eos, newline)
 
     @classmethod
+    @functools.lru_cache(maxsize=8)
     def from_tokenizer(cls, tokenizer) -> "Vocabulary":
         texts = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
         special = {i for i, text in enumerate(texts) if text.startswith("<") and text.endswith(">")}
@@ -38,9 +41,11 @@ class Vocabulary:
         return token not in self.special and _is_word_char(text[:1])
 
     def starts_word(self, token: int) -> bool:
+        """A piece that begins a word: "▁the", or a bare "▁" whose word the next pieces spell."""
         text = self.texts[token]
-        return token not in self.special and text.startswith(WORD_START) and _is_word_char(text[1:2])
+        return token not in self.special and text.startswith(WORD_START) and (text == WORD_START or _is_word_char(text[1:2]))
 
+    @cached_property
     def masks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(V,) booleans: tokens that start a word, continue one, and end the word before them."""
         ids = range(len(self.texts))
@@ -115,14 +120,14 @@ class _Search:
 
     def __init__(self, vocabulary: Vocabulary, partial: str, max_candidates: int):
         self.vocabulary, self.partial, self.max_candidates = vocabulary, partial, max_candidates
-        self.starts, self.continues, self.ends = vocabulary.masks()
+        self.starts, self.continues, self.ends = vocabulary.masks
         self.words: dict[str, float] = {}
         self.frontier: list[_Prefix] = []
 
     def extend(self, prefix: _Prefix, log_probs: torch.Tensor) -> None:
         """Close prefix as a word (times the boundary's probability) and push its one-piece extensions."""
         base, texts = -prefix.neg_logprob, self.vocabulary.texts
-        if prefix.tokens and prefix.word.startswith(self.partial):
+        if prefix.word and prefix.word.startswith(self.partial):
             ending = torch.logsumexp(log_probs[self.ends], 0).item()
             self.words[prefix.word] = self.words.get(prefix.word, 0.0) + math.exp(base + ending)
         allowed = self.continues if prefix.tokens else self.starts
@@ -135,3 +140,14 @@ class _Search:
             word = prefix.word + piece
             if word.startswith(self.partial) or self.partial.startswith(word):
                 heapq.heappush(self.frontier, _Prefix(-(base + log_prob), word, prefix.tokens + (token,)))
+
+
+@torch.no_grad()
+def next_words(model, tokenizer, prompt: str, k: int = 5) -> list[dict]:
+    """The k most likely next words after prompt (completions of its last word if it ends mid-word)."""
+    context, partial = split_prompt(prompt)
+    ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(context)]])
+    model.eval()
+    features, state = model.encode(ids)
+    first_logits = model.logits(features[0, -1])  # (V,)
+    return suggest_words(model.stepper(), state, first_logits, Vocabulary.from_tokenizer(tokenizer), partial, k)
