@@ -120,6 +120,35 @@ class Task:
         """Partial outputs for one input, each a complete dict so far; by default just the final one."""
         yield self.predict(model, [inputs], options)[0]
 
+    # ---- optional: `genseq train NAME` and `genseq eval NAME` ----------------------
+    @classmethod
+    def add_train_arguments(cls, parser) -> None:
+        """Add the flags of `genseq train NAME` to an argparse parser; a task without training leaves this alone."""
+        raise NotImplementedError
+
+    @classmethod
+    def train(cls, args) -> int:
+        """Run `genseq train NAME` with the parsed flags; returns the exit code."""
+        raise NotImplementedError
+
+    @classmethod
+    def add_eval_arguments(cls, parser) -> None:
+        """Add the flags of `genseq eval NAME`."""
+        raise NotImplementedError
+
+    @classmethod
+    def evaluate(cls, args) -> dict:
+        """Run `genseq eval NAME`; returns the metrics (printed as a table, or as JSON with --json)."""
+        raise NotImplementedError
+
+    @classmethod
+    def trainable(cls) -> bool:
+        return cls.train.__func__ is not Task.train.__func__
+
+    @classmethod
+    def evaluable(cls) -> bool:
+        return cls.evaluate.__func__ is not Task.evaluate.__func__
+
     # ---- what callers use --------------------------------------------------------
     @property
     def model(self) -> Any:

@@ -112,3 +112,35 @@ def test_importing_genseq_imports_no_plugin(echo):
     env = {**os.environ, "PYTHONPATH": str(echo)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+TRAINABLE_TASK = GOOD_TASK + '''
+    @classmethod
+    def add_train_arguments(cls, parser):
+        parser.add_argument("--steps", type=int, required=True)
+
+    @classmethod
+    def train(cls, args):
+        print(f"trained {{args.steps}} steps")
+        return 0
+
+    @classmethod
+    def add_eval_arguments(cls, parser):
+        parser.add_argument("--data", required=True)
+
+    @classmethod
+    def evaluate(cls, args):
+        if args.data == "boom":
+            raise RuntimeError("evaluation crashed")
+        return {{"accuracy": 0.5}}
+'''
+
+
+def test_a_task_with_train_and_eval_hooks_gets_train_and_eval_commands(plugin_path, capsys):
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", TRAINABLE_TASK.format(name="echo"))
+    assert main(["train", "echo", "--steps", "3"]) == 0
+    assert capsys.readouterr().out == "trained 3 steps\n"
+    assert main(["eval", "echo", "--data", "x", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"accuracy": 0.5}
+    assert main(["eval", "echo", "--data", "boom"]) == 2
+    assert "task echo (genseq-echo) failed: RuntimeError: evaluation crashed" in capsys.readouterr().err

@@ -6,8 +6,17 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a model", description="Evaluate a language model (task lm).")
-    parser.add_argument("task", choices=["lm"], help="what to evaluate")
+    from .train import add_task_parsers
+
+    evaluate = subparsers.add_parser("eval", help="evaluate a model", description="Evaluate a model: lm, or a task that can be evaluated.")
+    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
+    def evaluate_task(task_class, args):
+        print_metrics(task_class.evaluate(args), args.json)
+        return 0
+
+    for task_parser in add_task_parsers(tasks, "evaluable", "add_eval_arguments", evaluate_task):
+        task_parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser = tasks.add_parser("lm", help="a language model", description="Perplexity and bits per byte of a language model.")
     parser.add_argument("--model", required=True, help="checkpoint directory")
     parser.add_argument("--data", required=True, help="text file, folder, glob or dataset")
     parser.add_argument("--text-column", default="text")
@@ -25,10 +34,13 @@ def run(args) -> int:
 
     model, tokenizer = from_pretrained(args.model, device=resolve_device(args.device))
     stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=not args.json)
-    metrics = evaluate(model, stream, progress=not args.json)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        for name, value in metrics.items():
-            print(f"{name:>16}  {value:.4f}" if isinstance(value, float) else f"{name:>16}  {value}")
+    print_metrics(evaluate(model, stream, progress=not args.json), args.json)
     return 0
+
+
+def print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    for name, value in metrics.items():
+        print(f"{name:>16}  {value:.4f}" if isinstance(value, float) else f"{name:>16}  {value}")

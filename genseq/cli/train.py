@@ -21,8 +21,41 @@ def duration(text: str) -> float:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a model", description="Train a language model (task lm).")
-    parser.add_argument("task", choices=["lm"], help="what to train")
+    train = subparsers.add_parser("train", help="train a model", description="Train a model: lm, or a task that can be trained.")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="TASK")
+    add_lm_parser(tasks)
+    add_task_parsers(tasks, "trainable", "add_train_arguments", lambda task_class, args: task_class.train(args))
+
+
+def add_task_parsers(tasks, able: str, add_arguments: str, action) -> list:
+    """One sub-command per discovered task that implements it (training or evaluation); returns the parsers.
+
+    action(task_class, args) runs the command; an exception inside the plugin
+    becomes one error naming it.
+    """
+    import warnings
+
+    from ..plugins import discover, run_guarded
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # `genseq tasks` reports duplicates; parsing stays quiet
+        infos = [info for info in discover() if info.ok and getattr(info.task_class, able)()]
+    parsers = []
+    for info in infos:
+        task_class = info.task_class
+        parser = tasks.add_parser(info.name, help=task_class.description, description=task_class.description)
+        getattr(task_class, add_arguments)(parser)
+
+        def run_task(args, task_class=task_class, info=info):
+            return run_guarded(info.name, info.distribution, action, task_class, args)
+
+        parser.set_defaults(run=run_task)
+        parsers.append(parser)
+    return parsers
+
+
+def add_lm_parser(tasks) -> None:
+    parser = tasks.add_parser("lm", help="a language model", description="Train a language model.")
     parser.add_argument("--data", required=True, help="text file, folder, glob, or Hugging Face dataset (name or local path)")
     parser.add_argument("--valid", help="validation data, same forms as --data (default: the last 5%% of --data)")
     parser.add_argument("--out", help="run directory to create")
