@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import GenseqError
 
-COMMAND_MODULES = ("tasks", "train", "evaluate")
+COMMAND_MODULES = ("tasks", "train", "evaluate", "generate")
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args) or 0
     except GenseqError as error:
         print(f"genseq: error: {error}", file=sys.stderr)

@@ -1,0 +1,230 @@
+"""The batched decoding loop on token ids: sampling and greedy decoding, and the parts beam search shares.
+
+The engine sees token ids and tensors only. Prompts go through the recurrent
+core in one call (right-padded, with their lengths); after that every live
+sequence advances by one FusedStep call per token, with the state carried, so
+nothing is ever re-run over a prefix. Sequences that finish leave the batch.
+
+The model needs: encode(ids, state, lengths) -> (features, state), logits(features),
+stepper(make_linear) -> step(ids (B,), state) -> (logits (B, V), state), and
+parameters(); the state is a tuple of (L, B, H) tensors. LanguageModel is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import torch
+from torch import Tensor
+
+from .config import GenerationConfig
+from .precision import decoding_step
+from .processors import NO_TOKEN, apply_processors, build_processors
+from .sampling import next_token, row_generators
+
+State = tuple[Tensor, ...]
+FINISH_REASONS = ("eos", "stop", "length", "time")
+
+
+@dataclass
+class GeneratedSequence:
+    """One generated continuation: its token ids (EOS included when generated) and why it ended.
+
+    logprob is the model's own log-probability of the tokens given the prompt
+    (before any processor); score is what beam search ranked by (the processed
+    log-probability over length ** length_penalty) and equals logprob when sampling.
+    """
+
+    tokens: list[int]
+    logprob: float
+    finish_reason: str
+    score: float
+
+
+@dataclass
+class Step:
+    """What one decoding step produced for each live sequence (index = prompt * num_return_sequences + j)."""
+
+    sequences: list[int]
+    tokens: list[int]
+    logprobs: list[float]
+    finished: dict[int, str]  # sequence -> finish reason, for those that ended at this step
+
+
+class StopHook(Protocol):
+    """Tells the engine when a sequence must end for a reason outside the token ids (stop strings).
+
+    It keeps one entry per live row, in the engine's row order.
+    """
+
+    def update(self, tokens: list[int]) -> list[bool]:
+        """Each live row's new token; True where that row must stop."""
+
+    def select(self, rows: list[int]) -> None:
+        """The live rows are now these previous rows (fewer when some finished; repeated when beams fork)."""
+
+
+# ---- entry point on ids ----------------------------------------------------------
+def generate_ids(
+    model, prompts: list[list[int]], config: GenerationConfig, eos_id: int,
+    start_id: int | None = None, stop_hook: StopHook | None = None,
+) -> list[list[GeneratedSequence]]:
+    """For each prompt (token ids, may be empty), its num_return_sequences continuations.
+
+    Each prompt is fed as [start_id] + prompt (start_id defaults to eos_id, the
+    separator before every document in training). Beam search returns the best
+    hypotheses first; sampling returns them in seed order.
+    """
+    if config.num_beams > 1:
+        from .beam import beam_search
+
+        return beam_search(model, prompts, config, eos_id, start_id, stop_hook)
+    return collect(sample_steps(model, prompts, config, eos_id, start_id, stop_hook), len(prompts), config)
+
+
+def collect(steps: Iterator[Step], num_prompts: int, config: GenerationConfig) -> list[list[GeneratedSequence]]:
+    """Drain sample_steps into finished sequences, grouped by prompt."""
+    count = num_prompts * config.num_return_sequences
+    tokens: list[list[int]] = [[] for _ in range(count)]
+    logprobs = [0.0] * count
+    reasons = [""] * count
+    for step in steps:
+        for sequence, token, logprob in zip(step.sequences, step.tokens, step.logprobs):
+            tokens[sequence].append(token)
+            logprobs[sequence] += logprob
+        for sequence, reason in step.finished.items():
+            reasons[sequence] = reason
+    done = [GeneratedSequence(t, lp, r, lp) for t, lp, r in zip(tokens, logprobs, reasons)]
+    n = config.num_return_sequences
+    return [done[i * n : (i + 1) * n] for i in range(num_prompts)]
+
+
+# ---- sampling and greedy decoding --------------------------------------------------
+def sample_steps(
+    model, prompts: list[list[int]], config: GenerationConfig, eos_id: int,
+    start_id: int | None = None, stop_hook: StopHook | None = None,
+) -> Iterator[Step]:
+    """Generate token by token, yielding each step's new tokens as soon as they exist.
+
+    Sequence i * n + j (n = num_return_sequences) continues prompt i with seed + j,
+    so a prompt gets the same tokens alone as in any batch.
+    """
+    n = config.num_return_sequences
+    seed = config.seed if config.seed is not None else secrets.randbits(62)
+    sequences = list(range(len(prompts) * n))
+    generators = row_generators([seed + s % n for s in sequences]) if config.do_sample else None
+    deadline = time.monotonic() + config.max_time if config.max_time else None
+    with eval_mode(model), torch.inference_mode():
+        step = decoding_step(model, config.precision)
+        rows = torch.arange(len(prompts)).repeat_interleave(n)  # (S,): sequence -> its prompt
+        logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)
+        logits, state = logits[rows.to(logits.device)], select_rows(state, rows)  # (S, V)
+        history = History.of(prompts, config.max_new_tokens, logits.device).select(rows)
+        processors = build_processors(config, eos_id, logits.size(-1), history.prompt_length)
+        for position in range(config.max_new_tokens):
+            tokens = next_token(apply_processors(processors, history.ids, logits), generators)  # (S,)
+            logprobs = logits.log_softmax(-1).gather(1, tokens[:, None])[:, 0]  # (S,)
+            history.append(tokens)
+            token_list = tokens.tolist()
+            stopped = stop_hook.update(token_list) if stop_hook else [False] * len(token_list)
+            out_of_time = deadline is not None and time.monotonic() > deadline
+            last = position == config.max_new_tokens - 1
+            finished = _finish_reasons(sequences, token_list, stopped, eos_id, last, out_of_time)
+            yield Step(list(sequences), token_list, logprobs.tolist(), finished)
+            if len(finished) == len(sequences):
+                return
+            if finished:
+                keep = [i for i, s in enumerate(sequences) if s not in finished]
+                sequences = [sequences[i] for i in keep]
+                generators = [generators[i] for i in keep] if generators else None
+                if stop_hook:
+                    stop_hook.select(keep)
+                keep_rows = torch.tensor(keep)
+                tokens, state, history = tokens[keep_rows.to(tokens.device)], select_rows(state, keep_rows), history.select(keep_rows)
+            logits, state = step(tokens, state)  # (S, V)
+
+
+def _finish_reasons(sequences, tokens, stopped, eos_id, last, out_of_time) -> dict[int, str]:
+    finished = {}
+    for sequence, token, stop in zip(sequences, tokens, stopped):
+        if token == eos_id:
+            finished[sequence] = "eos"
+        elif stop:
+            finished[sequence] = "stop"
+        elif last:
+            finished[sequence] = "length"
+        elif out_of_time:
+            finished[sequence] = "time"
+    return finished
+
+
+# ---- shared by sampling and beam search -------------------------------------------
+def encode_prompts(model, prompts: list[list[int]], start_id: int) -> tuple[Tensor, State]:
+    """One pass of the core over [start_id] + each prompt -> (logits after each prompt (P, V), state (L, P, H)).
+
+        [s p p p . .]   right-padded; each row's state and logits are taken
+        [s p p p p p]   after its own last token
+    """
+    device = next(model.parameters()).device
+    rows = [[start_id, *prompt] for prompt in prompts]
+    lengths = torch.tensor([len(row) for row in rows])
+    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)  # (P, T), padded with 0 (pad)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    same_length = bool((lengths == lengths[0]).all())
+    features, state = model.encode(ids.to(device), lengths=None if same_length else lengths)  # (P, T, F)
+    last = features[torch.arange(len(rows), device=device), (lengths - 1).to(device)]  # (P, F)
+    return model.logits(last).float(), state
+
+
+def select_rows(state: State, rows: Tensor) -> State:
+    """Keep, reorder or repeat batch rows of every (L, B, H) state tensor."""
+    return tuple(s.index_select(1, rows.to(s.device)) for s in state)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Dropout off while generating; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class History:
+    """Each live row's tokens so far in one preallocated buffer, left-padded with NO_TOKEN:
+
+        -1 -1  p  p  p | g g g . . .     prompt_length columns, then up to
+         p  p  p  p  p | g g g . . .     max_new_tokens generated ones
+
+    Processors read ids = the filled columns; appending a token costs O(B), not O(B * T).
+    """
+
+    def __init__(self, buffer: Tensor, length: int, prompt_length: int):
+        self.buffer, self.length, self.prompt_length = buffer, length, prompt_length
+
+    @classmethod
+    def of(cls, prompts: list[list[int]], max_new_tokens: int, device) -> "History":
+        prompt_length = max(len(prompt) for prompt in prompts)
+        buffer = torch.full((len(prompts), prompt_length + max_new_tokens), NO_TOKEN, dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            if prompt:
+                buffer[i, prompt_length - len(prompt) : prompt_length] = torch.tensor(prompt)
+        return cls(buffer.to(device), prompt_length, prompt_length)
+
+    @property
+    def ids(self) -> Tensor:
+        return self.buffer[:, : self.length]  # (B, T)
+
+    def append(self, tokens: Tensor) -> None:
+        self.buffer[:, self.length] = tokens
+        self.length += 1
+
+    def select(self, rows: Tensor) -> "History":
+        return History(self.buffer.index_select(0, rows.to(self.buffer.device)), self.length, self.prompt_length)

@@ -1,0 +1,111 @@
+"""`genseq generate`: JSON output, streaming, stdin prompts, and one clear sentence for each bad input."""
+
+import io
+import json
+import sys
+
+import pytest
+import torch
+
+from genseq import LanguageModel, ModelConfig, save_pretrained
+from genseq.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=16, hidden_size=16))
+    directory = tmp_path_factory.mktemp("generate") / "tiny"
+    save_pretrained(directory, model, tokenizer)
+    return str(directory)
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_prints_one_document_with_every_completion(capsys, checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "Shall I", "--model", checkpoint, "--max-new-tokens", "8",
+                           "--seed", "3", "--num-return-sequences", "2", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert set(document) == {"prompt", "model", "seed", "completions", "seconds"}
+    assert (document["prompt"], document["model"], document["seed"]) == ("Shall I", checkpoint, 3)
+    assert len(document["completions"]) == 2
+    for completion in document["completions"]:
+        assert set(completion) == {"text", "tokens", "logprob", "finish_reason"}
+        assert completion["finish_reason"] in ("eos", "length") and len(completion["tokens"]) <= 8
+
+
+def test_the_stream_shows_the_prompt_and_the_same_text_as_json(capsys, checkpoint):
+    common = ["generate", "--prompt", "Shall I", "--model", checkpoint, "--max-new-tokens", "30", "--seed", "5"]
+    _, streamed, _ = run_cli(capsys, *common)
+    _, out, _ = run_cli(capsys, *common, "--json")
+    assert streamed == "Shall I" + json.loads(out)["completions"][0]["text"] + "\n"
+
+
+def test_beam_search_from_the_command_line(capsys, checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "When", "--model", checkpoint, "--max-new-tokens", "5",
+                           "--num-beams", "3", "--num-return-sequences", "3", "--json")
+    completions = json.loads(out)["completions"]
+    assert code == 0 and len(completions) == 3
+    assert completions[0]["logprob"] >= min(c["logprob"] for c in completions)
+
+
+def test_prompt_dash_reads_stdin(capsys, monkeypatch, checkpoint):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("naïve café\n".encode())))
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "-", "--model", checkpoint, "--max-new-tokens", "3", "--json")
+    assert code == 0 and json.loads(out)["prompt"] == "naïve café"
+
+
+def test_stop_strings_understand_newline_escapes(capsys, checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "x", "--model", checkpoint, "--max-new-tokens", "40",
+                           "--stop", r"\n", "e", "--json", "--seed", "1")
+    text = json.loads(out)["completions"][0]["text"]
+    assert code == 0 and "\n" not in text and "e" not in text
+
+
+def test_an_absurd_max_new_tokens_is_capped_with_a_note(capsys, checkpoint):
+    code, out, err = run_cli(capsys, "generate", "--prompt", "x", "--model", checkpoint, "--max-new-tokens", "10000000",
+                             "--max-time", "0.05", "--json")
+    assert code == 0 and "capped at 10000" in err and json.loads(out)["completions"]
+
+
+BAD_INPUTS = {
+    "negative temperature": (["--temperature", "-1"], "temperature must be in [0, inf)"),
+    "top_p zero": (["--top-p", "0"], "top_p must be in (0, 1]"),
+    "top_p above one": (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    "negative top_k": (["--top-k", "-3"], "top_k must be between 0 and inf"),
+    "no beams": (["--num-beams", "0"], "num_beams must be between 1 and inf"),
+    "zero new tokens": (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and 10000"),
+    "beams with sampling": (["--num-beams", "3", "--top-p", "0.9"], "cannot be combined with beam search"),
+    "empty stop string": (["--stop", ""], "stop strings must not be empty"),
+    "stream with json": (["--stream", "--json"], "--stream follows one sampled sequence"),
+    "missing model": (["--model", "/nonexistent/model"], "is not a checkpoint directory"),
+    "not a number": (["--temperature", "warm"], "invalid float value"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_is_one_sentence_and_exit_2(capsys, checkpoint, name):
+    extra, message = BAD_INPUTS[name]
+    code = exit_code(["generate", "--prompt", "Shall I", "--model", checkpoint, *extra])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def exit_code(argv) -> int:
+    """main's return value, or the code of the SystemExit argparse raises for a malformed flag."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_stdin_that_is_not_utf8_is_a_clear_error(capsys, monkeypatch, checkpoint):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfeabc")))
+    code, _, err = run_cli(capsys, "generate", "--prompt", "-", "--model", checkpoint)
+    assert code == 2 and "not UTF-8" in err
