@@ -97,17 +97,22 @@ def _resolve_duplicates(infos: list[TaskInfo]) -> None:
         )
 
 
-def get_task_class(name: str) -> type[Task]:
-    """The task class registered as name, or a PluginError listing the available tasks."""
+def get_task_info(name: str) -> TaskInfo:
+    """The usable task registered as name, or a PluginError saying why there is none."""
     infos = discover()
     matches = [info for info in infos if info.name == name]
     usable = [info for info in matches if info.ok]
     if usable:
-        return usable[0].task_class
+        return usable[0]
     if matches:
         raise PluginError(f"task {name} ({matches[0].distribution}) is not usable: {matches[0].status}")
     available = ", ".join(sorted({info.name for info in infos if info.ok})) or "none"
     raise PluginError(f"unknown task {name!r}; available tasks: {available}")
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The task class registered as name (see get_task_info)."""
+    return get_task_info(name).task_class
 
 
 def run_guarded(task_name: str, distribution: str, call, *args, **kwargs):

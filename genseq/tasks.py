@@ -101,6 +101,7 @@ class Task:
     inputs: ClassVar[tuple[Input, ...]] = ()
     outputs: ClassVar[tuple[Output, ...]] = ()
     options: ClassVar[tuple[Option, ...]] = ()
+    echo_input: ClassVar[str | None] = None  # a text input that the first text output continues
 
     def __init__(self, model: str | None = None, device: str = "cpu"):
         self.model_path, self.device = model, device

@@ -1,18 +1,20 @@
-"""Command-line flags built from a task's declaration, and rendering of its outputs.
+"""Command-line flags built from the tasks' declarations, and rendering of a task's outputs.
 
 Every input becomes a repeatable flag (`--prompt`, `--image`; repeating it
 makes a batch) and every option a typed flag, so a new task gets its CLI with
-no change here.
+no change here. Tasks that declare the same name share one flag; a flag that
+belongs to another task than the one chosen is rejected by name.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Iterable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..tasks import Option, Task
 
 
@@ -20,17 +22,24 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, task_class: type[Task]) -> None:
-    inputs = parser.add_argument_group(f"inputs of task {task_class.name}")
-    for item in task_class.inputs:
-        help_text = item.description or item.kind
-        if item.kind == "text":
-            help_text += " ('-' reads standard input)"
-        inputs.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
-                            help=f"{help_text}; repeat for a batch")
-    options = parser.add_argument_group(f"options of task {task_class.name}")
-    for option in task_class.options:
-        _add_option(options, option)
+def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[type[Task]]) -> None:
+    """One flag per distinct input and option name over all tasks, grouped under the first task declaring it."""
+    seen: set[str] = set()
+    for task_class in task_classes:
+        group = parser.add_argument_group(f"task {task_class.name}", task_class.description)
+        for item in task_class.inputs:
+            if f"input_{item.name}" in seen:
+                continue
+            seen.add(f"input_{item.name}")
+            help_text = item.description or item.kind
+            if item.kind == "text":
+                help_text += " ('-' reads standard input)"
+            group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
+                               help=f"{help_text}; repeat for a batch")
+        for option in task_class.options:
+            if f"option_{option.name}" not in seen and flag(option.name) not in parser._option_string_actions:
+                seen.add(f"option_{option.name}")
+                _add_option(group, option)
 
 
 def _add_option(group, option: Option) -> None:
@@ -43,37 +52,51 @@ def _add_option(group, option: Option) -> None:
     if kind is bool:
         group.add_argument(flag(option.name), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif kind in (list, tuple):
-        group.add_argument(flag(option.name), dest=dest, nargs="+", default=None, help=help_text)
+        group.add_argument(flag(option.name), dest=dest, nargs="+", action="extend", default=None, metavar="VALUE",
+                           help=help_text + r"; \n and \t are understood")
     else:
-        group.add_argument(flag(option.name), dest=dest, type=_typed(option), choices=option.choices,
-                           default=None, metavar=option.name.upper(), help=help_text)
-
-
-def _typed(option: Option):
-    """Convert the flag's text to the option's type; bounds are checked by the task."""
-
-    def convert(text: str):
-        try:
-            return option.value_type(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {option.value_type.__name__}, not {text!r}") from None
-
-    convert.__name__ = option.value_type.__name__
-    return convert
+        group.add_argument(flag(option.name), dest=dest, default=None, metavar=option.name.upper(), help=help_text,
+                           choices=option.choices)
 
 
 def collect_options(args, task_class: type[Task]) -> dict:
-    """The options given on the command line (the task fills in the rest)."""
+    """The options given on the command line, checked by the task (which fills in the rest)."""
+    own = {option.name: option for option in task_class.options}
     given = {}
-    for option in task_class.options:
-        value = getattr(args, f"option_{option.name}")
-        if value is not None:
-            given[option.name] = value
+    for name, value in vars(args).items():
+        if not name.startswith("option_") or value is None:
+            continue
+        name = name[len("option_"):]
+        if name not in own:
+            valid = ", ".join(flag(n) for n in own) or "none"
+            raise ConfigError(f"{flag(name)} is not an option of task {task_class.name}; its options are: {valid}")
+        given[name] = _convert(own[name], value)
     return given
+
+
+def _convert(option: Option, value):
+    """Flags arrive as text; the task's Option.check does the typing and bounds."""
+    if isinstance(value, list):
+        return tuple(_unescape(text) for text in value)
+    if option.value_type in (int, float) and isinstance(value, str):
+        try:
+            return option.value_type(value)
+        except ValueError:
+            raise ConfigError(f"{flag(option.name)} must be {option.value_type.__name__}, not {value!r}") from None
+    return value
+
+
+def _unescape(text: str) -> str:
+    r"""\n, \t and \\ become a newline, a tab and a backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def collect_batch(args, task_class: type[Task]) -> list[dict]:
     """One input dict per batch item; an input given once is shared by every item."""
+    declared = {item.name for item in task_class.inputs}
+    for name, value in vars(args).items():
+        if name.startswith("input_") and value is not None and name[len("input_"):] not in declared:
+            raise ConfigError(f"task {task_class.name} takes no {flag(name[len('input_'):])}")
     values = {item.name: getattr(args, f"input_{item.name}") or [] for item in task_class.inputs}
     missing = [flag(name) for name, given in values.items() if not given]
     if missing:
@@ -90,29 +113,39 @@ def collect_batch(args, task_class: type[Task]) -> list[dict]:
 
 
 def _read_input(value: str, kind: str):
-    if kind == "text" and value == "-":
-        return sys.stdin.read()
+    """Text inputs: '-' reads stdin (less the one newline that echo adds); text must be UTF-8."""
+    if kind != "text":
+        return value
+    if value == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"standard input is not UTF-8 text (invalid byte at offset {error.start})") from None
+        value = value.removesuffix("\n").removesuffix("\r")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+        raise DataError("the text given is not valid UTF-8") from None
     return value
 
 
 def render(task_class: type[Task], result: dict, skip: Iterable[str] = ()) -> str:
-    """Human-readable lines for one result, output by output."""
+    """Human-readable lines for one result; json outputs are left to --json."""
     lines = []
     for output in task_class.outputs:
-        if output.name in skip or output.name not in result or result[output.name] is None:
+        value = result.get(output.name)
+        if output.name in skip or value is None or output.kind == "json":
             continue
-        value = result[output.name]
         if output.kind == "text":
             lines.append(str(value))
         elif output.kind == "ranked":
             lines.append(f"{output.name}:")
-            lines.extend(f"  {entry['label']!s:<20} {entry['prob']:.4f}" for entry in value)
+            lines.extend(f"  {entry['label']!s:<24} {entry['prob']:.4f}" for entry in value)
         elif output.kind == "label":
             lines.append(f"{output.name}: {value['label']} ({value['prob']:.4f})")
         elif output.kind == "number":
             lines.append(f"{output.name}: {value:.4f}" if isinstance(value, float) else f"{output.name}: {value}")
-        elif output.kind == "image":
-            lines.append(f"{output.name}: {value}")
         else:
-            lines.append(f"{output.name}: {json.dumps(value)}")
+            lines.append(f"{output.name}: {value}")
     return "\n".join(lines)

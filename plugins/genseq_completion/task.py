@@ -19,6 +19,7 @@ class CompletionTask(Task):
     name = "completion"
     description = "Continue a prompt with the language model, or suggest the most likely next words."
     inputs = (Input("prompt", "text", "the text to continue; empty starts a new document"),)
+    echo_input = "prompt"
     outputs = (
         Output("text", "text", "the continuation (the best one)"),
         Output("suggestions", "ranked", "the most likely next words (with suggest)"),
