@@ -126,11 +126,23 @@ def test_a_stream_of_a_sampled_model_equals_its_generated_text(tokenizer):
         assert text_stream.completion == full
 
 
+def test_prompt_plus_completion_is_the_decoded_whole(tokenizer):
+    torch.manual_seed(2)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=8, hidden_size=8))
+    prompt = "When in disgrace with fortune and men's eyes,\nI all alone beweep — café 日本"
+    for seed in range(5):
+        (completion,) = generate(model, tokenizer, prompt, max_new_tokens=30, seed=seed)
+        assert prompt + completion.text == tokenizer.decode(tokenizer.encode(prompt) + completion.tokens)
+
+
 def test_a_batch_of_text_prompts_gives_one_list_per_prompt(tokenizer):
+    torch.manual_seed(3)
     model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=8, hidden_size=8))
     results = generate(model, tokenizer, ["Shall I", "When"], max_new_tokens=4, seed=0, num_return_sequences=2)
     assert [len(r) for r in results] == [2, 2]
-    assert generate(model, tokenizer, ["When"], max_new_tokens=4, seed=0, num_return_sequences=2)[0] == results[1]
+    alone = generate(model, tokenizer, ["When"], max_new_tokens=4, seed=0, num_return_sequences=2)[0]
+    assert [(c.text, c.tokens) for c in alone] == [(c.text, c.tokens) for c in results[1]]
+    assert [c.logprob for c in alone] == pytest.approx([c.logprob for c in results[1]], abs=1e-4)
 
 
 def test_streaming_several_sequences_is_refused(scripted, tokenizer):

@@ -75,7 +75,9 @@ def beam_search(
         rows = torch.arange(len(prompts)).repeat_interleave(K)  # (R,) R = P * K
         logits, state = logits[rows.to(logits.device)], select_rows(state, rows)
         # All K beams of a prompt start identical, so only the first may expand at the first step.
-        first = torch.tensor([0.0] + [NEG_INF] * (K - 1), device=logits.device).repeat(len(prompts))
+        # Scores add up in float64: over hundreds of tokens float32 rounding reaches the small
+        # gaps between competing beams and would decide between them.
+        first = torch.tensor([0.0] + [NEG_INF] * (K - 1), dtype=torch.float64, device=logits.device).repeat(len(prompts))
         history = History.of(prompts, config.max_new_tokens, logits.device).select(rows)
         beams = Beams(list(range(len(prompts))), first, torch.zeros_like(first), history)
         processors = build_processors(config, eos_id, logits.size(-1), history.prompt_length)
@@ -103,8 +105,8 @@ def beam_search(
 def _extend(beams: Beams, logits: Tensor, processors, hypotheses, K: int, eos_id: int) -> tuple[Beams, Tensor]:
     """Extend every beam by one token; EOS extensions become hypotheses. -> (new beams, their source rows (R,))."""
     V = logits.size(-1)
-    log_probs = apply_processors(processors, beams.history.ids, logits).log_softmax(-1)  # (R, V)
-    model_log_probs = logits.log_softmax(-1)  # (R, V)
+    log_probs = apply_processors(processors, beams.history.ids, logits).log_softmax(-1, dtype=torch.float64)  # (R, V)
+    model_log_probs = logits.log_softmax(-1, dtype=torch.float64)  # (R, V)
     candidates = (beams.scores[:, None] + log_probs).view(len(beams.prompts), K * V)  # (A, K * V)
     top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K)
     sources, tokens, scores = [], [], []
@@ -127,7 +129,7 @@ def _extend(beams: Beams, logits: Tensor, processors, hypotheses, K: int, eos_id
     logprobs = beams.logprobs[sources_t] + model_log_probs[sources_t, tokens_t]  # (R,)
     history = beams.history.select(sources_t)
     history.append(tokens_t)
-    return Beams(beams.prompts, torch.tensor(scores, device=device), logprobs, history), sources_t
+    return Beams(beams.prompts, torch.tensor(scores, dtype=torch.float64, device=device), logprobs, history), sources_t
 
 
 def _file_stopped(beams: Beams, stopped: list[bool], hypotheses, K: int) -> None:

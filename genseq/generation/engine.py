@@ -115,37 +115,54 @@ def sample_steps(
     """
     n = config.num_return_sequences
     seed = config.seed if config.seed is not None else secrets.randbits(62)
-    sequences = list(range(len(prompts) * n))
-    generators = row_generators([seed + s % n for s in sequences]) if config.do_sample else None
     deadline = time.monotonic() + config.max_time if config.max_time else None
     with eval_mode(model), torch.inference_mode():
-        step = decoding_step(model, config.precision)
+        advance = decoding_step(model, config.precision)
+        logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)  # (P, V)
         rows = torch.arange(len(prompts)).repeat_interleave(n)  # (S,): sequence -> its prompt
-        logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)
-        logits, state = logits[rows.to(logits.device)], select_rows(state, rows)  # (S, V)
-        history = History.of(prompts, config.max_new_tokens, logits.device).select(rows)
-        processors = build_processors(config, eos_id, logits.size(-1), history.prompt_length)
+        logits = logits[rows.to(logits.device)]  # (S, V)
+        live = LiveRows(
+            list(range(len(rows))), select_rows(state, rows),
+            History.of(prompts, config.max_new_tokens, logits.device).select(rows),
+            row_generators([seed + s % n for s in range(len(rows))]) if config.do_sample else None,
+        )
+        processors = build_processors(config, eos_id, logits.size(-1), live.history.prompt_length)
         for position in range(config.max_new_tokens):
-            tokens = next_token(apply_processors(processors, history.ids, logits), generators)  # (S,)
+            tokens = next_token(apply_processors(processors, live.history.ids, logits), live.generators)  # (S,)
             logprobs = logits.log_softmax(-1).gather(1, tokens[:, None])[:, 0]  # (S,)
-            history.append(tokens)
+            live.history.append(tokens)
             token_list = tokens.tolist()
             stopped = stop_hook.update(token_list) if stop_hook else [False] * len(token_list)
             out_of_time = deadline is not None and time.monotonic() > deadline
             last = position == config.max_new_tokens - 1
-            finished = _finish_reasons(sequences, token_list, stopped, eos_id, last, out_of_time)
-            yield Step(list(sequences), token_list, logprobs.tolist(), finished)
-            if len(finished) == len(sequences):
+            finished = _finish_reasons(live.sequences, token_list, stopped, eos_id, last, out_of_time)
+            yield Step(live.sequences, token_list, logprobs.tolist(), finished)
+            if len(finished) == len(live.sequences):
                 return
             if finished:
-                keep = [i for i, s in enumerate(sequences) if s not in finished]
-                sequences = [sequences[i] for i in keep]
-                generators = [generators[i] for i in keep] if generators else None
+                kept = [i for i, sequence in enumerate(live.sequences) if sequence not in finished]
+                live.keep(kept)
+                tokens = tokens[torch.tensor(kept, device=tokens.device)]
                 if stop_hook:
-                    stop_hook.select(keep)
-                keep_rows = torch.tensor(keep)
-                tokens, state, history = tokens[keep_rows.to(tokens.device)], select_rows(state, keep_rows), history.select(keep_rows)
-            logits, state = step(tokens, state)  # (S, V)
+                    stop_hook.select(kept)
+            logits, live.state = advance(tokens, live.state)  # (S, V)
+
+
+@dataclass
+class LiveRows:
+    """The sequences still generating, row-aligned with their state, history and generators."""
+
+    sequences: list[int]
+    state: State
+    history: "History"
+    generators: list | None
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row not in rows (the finished sequences)."""
+        index = torch.tensor(rows)
+        self.sequences = [self.sequences[i] for i in rows]
+        self.generators = [self.generators[i] for i in rows] if self.generators else None
+        self.state, self.history = select_rows(self.state, index), self.history.select(index)
 
 
 def _finish_reasons(sequences, tokens, stopped, eos_id, last, out_of_time) -> dict[int, str]:

@@ -25,6 +25,8 @@ CONTEXT_TOKENS = 4  # prompt tokens an incremental decoder starts from, to space
 
 @dataclass
 class Completion:
+    """One continuation of a prompt, as text and as the token ids that were generated."""
+
     text: str
     tokens: list[int]  # the generated ids, EOS included when generated
     logprob: float  # the model's log-probability of tokens given the prompt
@@ -56,8 +58,13 @@ def generate(model, tokenizer, prompts: str | list[str], config: GenerationConfi
 
 
 def completion(tokenizer, prompt_ids: list[int], sequence: GeneratedSequence, stops=()) -> Completion:
-    """The Completion of generated ids: their text after the prompt's, cut before the first stop string."""
-    text = tokenizer.decode(prompt_ids + sequence.tokens)[len(tokenizer.decode(prompt_ids)) :]
+    """The Completion of generated ids: their text after the prompt's, cut before the first stop string.
+
+    Only the prompt's last tokens are decoded with them: enough to space the first word
+    as a full decode would, and the same window the incremental decoder starts from.
+    """
+    context = prompt_ids[-CONTEXT_TOKENS:]
+    text = tokenizer.decode(context + sequence.tokens)[len(tokenizer.decode(context)) :]
     cut = _first_stop(text, stops)
     return Completion(text[:cut], sequence.tokens, sequence.logprob, sequence.finish_reason)
 

@@ -1,0 +1,242 @@
+"""Generation speed: genseq's engine against the usual PyTorch loops, on one randomly initialised model.
+
+Both sides use the same model (embedding 256 -> 2-layer LSTM 512 -> linear to
+8000) in the same process, in alternating rounds, and consume the prompt in
+one call. The reference calls nn.LSTM one time step at a time with the hidden
+state carried and samples with torch.multinomial, as pytorch/examples'
+word_language_model/generate.py does; its beam search advances each beam
+separately. EOS is made impossible (its output bias is -100) so that every run
+generates exactly the same number of tokens. The last line holds the three
+ratios genseq / reference of tokens per second (best round of each side).
+
+    python benchmarks/bench_generate.py [--rounds 5] [--tokens 200] [--threads N] [--precision]
+    python benchmarks/bench_generate.py --perplexity CHECKPOINT --text GLOB [--max-tokens 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from genseq import LanguageModel, ModelConfig
+from genseq.generation import GenerationConfig, decoding_step, generate_ids, next_token
+
+VOCAB, EMBEDDING, HIDDEN, LAYERS = 8000, 256, 512, 2
+EOS, PROMPT_LENGTH, BATCH, BEAMS = 3, 16, 64, 5
+
+
+# ---- the reference loops ------------------------------------------------------------------
+@torch.no_grad()
+def reference_sample(model, prompts, steps, generator=None, sampler=None):
+    """prompts (B, T) -> tokens (B, steps); greedy without a generator, else torch.multinomial."""
+    out, hidden = model.core(model.embedding(prompts))
+    logits, tokens = model.output(out[:, -1]), []  # (B, V)
+    for _ in range(steps):
+        if sampler is not None:
+            token = sampler(logits)
+        elif generator is None:
+            token = logits.argmax(-1)
+        else:
+            token = torch.multinomial(logits.div(1.0).exp(), 1, generator=generator)[:, 0]
+        tokens.append(token)
+        out, hidden = model.core(model.embedding(token[:, None]), hidden)
+        logits = model.output(out[:, 0])
+    return torch.stack(tokens, 1)
+
+
+@torch.no_grad()
+def reference_beam_search(model, prompt, beams, steps):
+    """prompt (1, T) -> the best beam's tokens; each beam is advanced by its own nn.LSTM call."""
+    out, hidden = model.core(model.embedding(prompt))
+    live = [([], 0.0, hidden, model.output(out[:, -1])[0].log_softmax(-1, dtype=torch.float64))]
+    for _ in range(steps):
+        candidates = []
+        for tokens, score, hidden, log_probs in live:
+            top = (score + log_probs).topk(beams)
+            candidates += [(s, tokens + [t], hidden) for s, t in zip(top.values.tolist(), top.indices.tolist())]
+        candidates.sort(key=lambda candidate: -candidate[0])
+        live = []
+        for score, tokens, hidden in candidates[:beams]:
+            out, hidden = model.core(model.embedding(torch.tensor([[tokens[-1]]])), hidden)
+            live.append((tokens, score, hidden, model.output(out[:, 0])[0].log_softmax(-1, dtype=torch.float64)))
+    return live[0][0]
+
+
+# ---- genseq --------------------------------------------------------------------------------
+def genseq_tokens(model, prompts, config) -> list[list[int]]:
+    """The first sequence of each prompt; genseq feeds [EOS] + prompt, as the reference is given."""
+    return [sequences[0].tokens for sequences in generate_ids(model, prompts, config, eos_id=EOS)]
+
+
+# ---- timing --------------------------------------------------------------------------------
+def best_time(function, rounds: int) -> tuple[float, object]:
+    """The fastest of rounds calls (other processes only ever add time) and the last result."""
+    times, result = [], None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def compare(name, genseq_run, reference_run, tokens, rounds):
+    """Alternate the two sides round by round; print and return the tokens/s ratio."""
+    genseq_times, reference_times = [], []
+    for _ in range(rounds):
+        genseq_times.append(best_time(genseq_run, 1)[0])
+        reference_times.append(best_time(reference_run, 1)[0])
+    genseq_rate, reference_rate = tokens / min(genseq_times), tokens / min(reference_times)
+    print(f"{name:<34} genseq {genseq_rate:9.0f} tok/s   reference {reference_rate:9.0f} tok/s   "
+          f"ratio {genseq_rate / reference_rate:5.2f}x")
+    return genseq_rate / reference_rate
+
+
+def make_model(seed=0) -> LanguageModel:
+    torch.manual_seed(seed)
+    model = LanguageModel(ModelConfig(vocab_size=VOCAB, embedding_size=EMBEDDING, hidden_size=HIDDEN, num_layers=LAYERS))
+    with torch.no_grad():
+        model.output.bias[EOS] = -100.0
+    return model.eval()
+
+
+def speed(args) -> None:
+    model = make_model()
+    steps = args.tokens
+    prompts = torch.randint(4, VOCAB, (BATCH, PROMPT_LENGTH))
+    one = prompts[:1]
+    with_start = lambda p: torch.cat([torch.full((p.size(0), 1), EOS), p], 1)  # noqa: E731
+    as_lists = lambda p: p.tolist()  # noqa: E731
+    print(f"model: embedding {EMBEDDING}, LSTM {LAYERS} x {HIDDEN}, vocab {VOCAB}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {steps} new tokens, prompt {PROMPT_LENGTH} tokens")
+
+    # Same seed, same inputs -> identical tokens wherever both sides draw the same way.
+    greedy = GenerationConfig(max_new_tokens=steps, temperature=0.0)
+    same_greedy = genseq_tokens(model, as_lists(one), greedy)[0] == reference_sample(model, with_start(one), steps)[0].tolist()
+    sampled = GenerationConfig(max_new_tokens=steps, seed=11)
+    generator = torch.Generator().manual_seed(11)
+    shared_sampler = lambda logits: next_token(logits.float(), [generator])  # noqa: E731
+    same_sampled = genseq_tokens(model, as_lists(one), sampled)[0] == \
+        reference_sample(model, with_start(one), steps, sampler=shared_sampler)[0].tolist()
+    beam = GenerationConfig(max_new_tokens=steps // 2, num_beams=BEAMS)
+    same_beam = genseq_tokens(model, as_lists(one), beam)[0] == reference_beam_search(model, with_start(one), BEAMS, steps // 2)
+    print(f"identical tokens: greedy {same_greedy}, sampled with one sampler {same_sampled}, beam search {same_beam} "
+          "(torch.multinomial draws differently from genseq's one-uniform-per-row sampler, so only the speed is compared there)")
+
+    single = compare(
+        "single stream, sampled",
+        lambda: genseq_tokens(model, as_lists(one), sampled),
+        lambda: reference_sample(model, with_start(one), steps, torch.Generator().manual_seed(11)),
+        steps, args.rounds,
+    )
+    batch_steps = max(steps // 2, 1)
+    batched_config = GenerationConfig(max_new_tokens=batch_steps, seed=11)
+    batch = compare(
+        f"{BATCH} streams in a batch, sampled",
+        lambda: genseq_tokens(model, as_lists(prompts), batched_config),
+        lambda: reference_sample(model, with_start(prompts), batch_steps, torch.Generator().manual_seed(11)),
+        BATCH * batch_steps, args.rounds,
+    )
+    beam_steps = max(steps // 2, 1)
+    beam_config = GenerationConfig(max_new_tokens=beam_steps, num_beams=BEAMS)
+    beams = compare(
+        f"beam search, {BEAMS} beams",
+        lambda: genseq_tokens(model, as_lists(one), beam_config),
+        lambda: reference_beam_search(model, with_start(one), BEAMS, beam_steps),
+        beam_steps, args.rounds,
+    )
+    if args.precision:
+        precision_table(model, as_lists(one), as_lists(prompts), steps, args.rounds)
+    print(f"ratios (genseq / reference tokens per second): single {single:.2f}x, batch{BATCH} {batch:.2f}x, "
+          f"beam{BEAMS} {beams:.2f}x")
+
+
+def precision_table(model, one, prompts, steps, rounds) -> None:
+    """Tokens per second of genseq itself in each precision, one stream and a batch (rounds alternate)."""
+    runs = {}
+    for precision in ("fp32", "bf16", "int8"):
+        for batch, count in ((one, steps), (prompts, max(steps // 2, 1))):
+            config = GenerationConfig(max_new_tokens=count, seed=11, precision=precision)
+            runs[precision, len(batch)] = (lambda b=batch, c=config: genseq_tokens(model, b, c), len(batch) * count)
+    best = {key: math.inf for key in runs}
+    for _ in range(rounds):
+        for key, (run, _) in runs.items():
+            best[key] = min(best[key], best_time(run, 1)[0])
+    for precision in ("fp32", "bf16", "int8"):
+        single, batch = (runs[precision, size][1] / best[precision, size] for size in (len(one), len(prompts)))
+        print(f"precision {precision}: single stream {single:7.0f} tok/s   {len(prompts)} streams {batch:7.0f} tok/s")
+
+
+# ---- perplexity of each precision ------------------------------------------------------------
+def as_streams(tokens: torch.Tensor, streams: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a token stream into `streams` contiguous rows: inputs and next-token targets, each (S, L)."""
+    length = (len(tokens) - 1) // streams
+    return tokens[: streams * length].view(streams, length), tokens[1 : streams * length + 1].view(streams, length)
+
+
+@torch.no_grad()
+def step_perplexity(model, tokens: torch.Tensor, precision: str, streams: int = 32) -> tuple[float, float]:
+    """exp(mean NLL) of tokens under the decoding step itself, token by token with the state carried,
+    and the step's speed in tokens per second (all streams together, scoring excluded)."""
+    step, (inputs, targets) = decoding_step(model, precision), as_streams(tokens, streams)
+    state, nll, seconds = model.initial_state(streams), 0.0, 0.0
+    for t in range(inputs.size(1)):
+        start = time.perf_counter()
+        logits, state = step(inputs[:, t], state)  # (S, V)
+        seconds += time.perf_counter() - start
+        nll += F.cross_entropy(logits.float(), targets[:, t], reduction="sum").item()
+    return math.exp(nll / targets.numel()), targets.numel() / seconds
+
+
+@torch.no_grad()
+def forward_perplexity(model, tokens: torch.Tensor, streams: int = 32, window: int = 256) -> float:
+    """The same through model.forward (nn.LSTM over windows), the path `genseq eval` takes."""
+    (inputs, targets), state, nll = as_streams(tokens, streams), None, 0.0
+    for start in range(0, inputs.size(1), window):
+        logits, state = model(inputs[:, start : start + window], state)  # (S, W, V)
+        nll += F.cross_entropy(logits.flatten(0, 1), targets[:, start : start + window].flatten(), reduction="sum").item()
+    return math.exp(nll / targets.numel())
+
+
+def perplexity(args) -> None:
+    from genseq import from_pretrained
+
+    model, tokenizer = from_pretrained(args.perplexity)
+    files = sorted(glob.glob(args.text))
+    per_file = args.max_tokens // max(len(files), 1)  # every file contributes the same share
+    ids: list[int] = []
+    for path in files:
+        ids += ([tokenizer.eos_id] + tokenizer.encode(open(path, encoding="utf-8").read()))[:per_file]
+    tokens = torch.tensor(ids)
+    print(f"model {args.perplexity}: {model.num_parameters():,} parameters; text {args.text}: "
+          f"{len(files)} files, {len(tokens):,} tokens (the first {per_file:,} of each); {torch.get_num_threads()} threads")
+    print(f"model.forward (nn.LSTM), fp32: token perplexity {forward_perplexity(model, tokens):.3f}")
+    base = None
+    for precision in ("fp32", "bf16", "int8"):
+        value, rate = step_perplexity(model, tokens, precision)
+        base = base or value
+        print(f"decoding step, {precision}: token perplexity {value:.3f} ({100 * (value / base - 1):+.3f}% vs fp32), "
+              f"{rate:.0f} tok/s in 32 streams")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each side counts")
+    parser.add_argument("--tokens", type=int, default=200, help="new tokens of one stream (batch and beams: half)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", action="store_true", help="also time genseq in bf16 and int8")
+    parser.add_argument("--perplexity", metavar="CHECKPOINT", help="measure each precision's perplexity instead")
+    parser.add_argument("--text", help="glob of text files for --perplexity")
+    parser.add_argument("--max-tokens", type=int, default=50_000, help="tokens of --text to score")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    perplexity(args) if args.perplexity else speed(args)
+
+
+if __name__ == "__main__":
+    main()
