@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from genseq import LanguageModel, ModelConfig
-from genseq.generation import GenerationConfig, decoding_step, generate_ids, next_token
+from genseq.generation import PRECISIONS, GenerationConfig, decoding_step, generate_ids, next_token
 
 VOCAB, EMBEDDING, HIDDEN, LAYERS = 8000, 256, 512, 2
 EOS, PROMPT_LENGTH, BATCH, BEAMS = 3, 16, 64, 5
@@ -68,29 +68,30 @@ def reference_beam_search(model, prompt, beams, steps):
 
 
 # ---- genseq --------------------------------------------------------------------------------
-def genseq_tokens(model, prompts, config) -> list[list[int]]:
-    """The first sequence of each prompt; genseq feeds [EOS] + prompt, as the reference is given."""
-    return [sequences[0].tokens for sequences in generate_ids(model, prompts, config, eos_id=EOS)]
+def genseq_tokens(model, prompts: torch.Tensor, config) -> list[list[int]]:
+    """The first sequence of each prompt (B, T); genseq feeds [EOS] + prompt."""
+    return [sequences[0].tokens for sequences in generate_ids(model, prompts.tolist(), config, eos_id=EOS)]
+
+
+def with_start(prompts: torch.Tensor) -> torch.Tensor:
+    """[EOS] + each prompt (B, T + 1): what genseq feeds, given to the reference too."""
+    return torch.cat([torch.full((prompts.size(0), 1), EOS), prompts], 1)
 
 
 # ---- timing --------------------------------------------------------------------------------
-def best_time(function, rounds: int) -> tuple[float, object]:
-    """The fastest of rounds calls (other processes only ever add time) and the last result."""
-    times, result = [], None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+def seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
-def compare(name, genseq_run, reference_run, tokens, rounds):
-    """Alternate the two sides round by round; print and return the tokens/s ratio."""
-    genseq_times, reference_times = [], []
-    for _ in range(rounds):
-        genseq_times.append(best_time(genseq_run, 1)[0])
-        reference_times.append(best_time(reference_run, 1)[0])
-    genseq_rate, reference_rate = tokens / min(genseq_times), tokens / min(reference_times)
+def compare(name, genseq_run, reference_run, tokens, rounds) -> float:
+    """Alternate the two sides round by round; print and return the ratio of their best tokens/s."""
+    genseq_best = reference_best = math.inf
+    for _ in range(rounds):  # other processes only ever add time, so the best round is the measure
+        genseq_best = min(genseq_best, seconds(genseq_run))
+        reference_best = min(reference_best, seconds(reference_run))
+    genseq_rate, reference_rate = tokens / genseq_best, tokens / reference_best
     print(f"{name:<34} genseq {genseq_rate:9.0f} tok/s   reference {reference_rate:9.0f} tok/s   "
           f"ratio {genseq_rate / reference_rate:5.2f}x")
     return genseq_rate / reference_rate
@@ -104,53 +105,46 @@ def make_model(seed=0) -> LanguageModel:
     return model.eval()
 
 
+def check_identical_tokens(model, one: torch.Tensor, steps: int) -> None:
+    """Same seed, same inputs: identical tokens wherever both sides choose tokens the same way."""
+    greedy = genseq_tokens(model, one, GenerationConfig(max_new_tokens=steps, temperature=0.0))[0]
+    same_greedy = greedy == reference_sample(model, with_start(one), steps)[0].tolist()
+    sampled = genseq_tokens(model, one, GenerationConfig(max_new_tokens=steps, seed=11))[0]
+    generator = torch.Generator().manual_seed(11)  # genseq's generator of sequence 0: seed + 0
+    shared = reference_sample(model, with_start(one), steps, sampler=lambda logits: next_token(logits, [generator]))
+    beam = genseq_tokens(model, one, GenerationConfig(max_new_tokens=steps // 2, num_beams=BEAMS))[0]
+    same_beam = beam == reference_beam_search(model, with_start(one), BEAMS, steps // 2)
+    print(f"identical tokens: greedy {same_greedy}; sampled, the reference loop drawing with genseq's "
+          f"next_token {sampled == shared[0].tolist()}; beam search {same_beam}")
+    print("(the reference's torch.multinomial draws differently from genseq's one-uniform-per-row sampler, "
+          "so with it only the speed is compared)")
+
+
 def speed(args) -> None:
-    model = make_model()
-    steps = args.tokens
+    model, steps, short = make_model(), args.tokens, max(args.tokens // 2, 1)
     prompts = torch.randint(4, VOCAB, (BATCH, PROMPT_LENGTH))
     one = prompts[:1]
-    with_start = lambda p: torch.cat([torch.full((p.size(0), 1), EOS), p], 1)  # noqa: E731
-    as_lists = lambda p: p.tolist()  # noqa: E731
     print(f"model: embedding {EMBEDDING}, LSTM {LAYERS} x {HIDDEN}, vocab {VOCAB}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {steps} new tokens, prompt {PROMPT_LENGTH} tokens")
-
-    # Same seed, same inputs -> identical tokens wherever both sides draw the same way.
-    greedy = GenerationConfig(max_new_tokens=steps, temperature=0.0)
-    same_greedy = genseq_tokens(model, as_lists(one), greedy)[0] == reference_sample(model, with_start(one), steps)[0].tolist()
-    sampled = GenerationConfig(max_new_tokens=steps, seed=11)
-    generator = torch.Generator().manual_seed(11)
-    shared_sampler = lambda logits: next_token(logits.float(), [generator])  # noqa: E731
-    same_sampled = genseq_tokens(model, as_lists(one), sampled)[0] == \
-        reference_sample(model, with_start(one), steps, sampler=shared_sampler)[0].tolist()
-    beam = GenerationConfig(max_new_tokens=steps // 2, num_beams=BEAMS)
-    same_beam = genseq_tokens(model, as_lists(one), beam)[0] == reference_beam_search(model, with_start(one), BEAMS, steps // 2)
-    print(f"identical tokens: greedy {same_greedy}, sampled with one sampler {same_sampled}, beam search {same_beam} "
-          "(torch.multinomial draws differently from genseq's one-uniform-per-row sampler, so only the speed is compared there)")
-
+          f"{torch.get_num_threads()} threads; prompt {PROMPT_LENGTH} tokens; {steps} new tokens "
+          f"({short} for the batch and the beams)")
+    check_identical_tokens(model, one, steps)
+    sampled, batched = GenerationConfig(max_new_tokens=steps, seed=11), GenerationConfig(max_new_tokens=short, seed=11)
+    beam = GenerationConfig(max_new_tokens=short, num_beams=BEAMS)
     single = compare(
-        "single stream, sampled",
-        lambda: genseq_tokens(model, as_lists(one), sampled),
-        lambda: reference_sample(model, with_start(one), steps, torch.Generator().manual_seed(11)),
-        steps, args.rounds,
+        "single stream, sampled", lambda: genseq_tokens(model, one, sampled),
+        lambda: reference_sample(model, with_start(one), steps, torch.Generator().manual_seed(11)), steps, args.rounds,
     )
-    batch_steps = max(steps // 2, 1)
-    batched_config = GenerationConfig(max_new_tokens=batch_steps, seed=11)
     batch = compare(
-        f"{BATCH} streams in a batch, sampled",
-        lambda: genseq_tokens(model, as_lists(prompts), batched_config),
-        lambda: reference_sample(model, with_start(prompts), batch_steps, torch.Generator().manual_seed(11)),
-        BATCH * batch_steps, args.rounds,
+        f"{BATCH} streams in a batch, sampled", lambda: genseq_tokens(model, prompts, batched),
+        lambda: reference_sample(model, with_start(prompts), short, torch.Generator().manual_seed(11)),
+        BATCH * short, args.rounds,
     )
-    beam_steps = max(steps // 2, 1)
-    beam_config = GenerationConfig(max_new_tokens=beam_steps, num_beams=BEAMS)
     beams = compare(
-        f"beam search, {BEAMS} beams",
-        lambda: genseq_tokens(model, as_lists(one), beam_config),
-        lambda: reference_beam_search(model, with_start(one), BEAMS, beam_steps),
-        beam_steps, args.rounds,
+        f"beam search, {BEAMS} beams", lambda: genseq_tokens(model, one, beam),
+        lambda: reference_beam_search(model, with_start(one), BEAMS, short), short, args.rounds,
     )
     if args.precision:
-        precision_table(model, as_lists(one), as_lists(prompts), steps, args.rounds)
+        precision_table(model, one, prompts, steps, args.rounds)
     print(f"ratios (genseq / reference tokens per second): single {single:.2f}x, batch{BATCH} {batch:.2f}x, "
           f"beam{BEAMS} {beams:.2f}x")
 
@@ -158,15 +152,15 @@ def speed(args) -> None:
 def precision_table(model, one, prompts, steps, rounds) -> None:
     """Tokens per second of genseq itself in each precision, one stream and a batch (rounds alternate)."""
     runs = {}
-    for precision in ("fp32", "bf16", "int8"):
+    for precision in PRECISIONS:
         for batch, count in ((one, steps), (prompts, max(steps // 2, 1))):
             config = GenerationConfig(max_new_tokens=count, seed=11, precision=precision)
             runs[precision, len(batch)] = (lambda b=batch, c=config: genseq_tokens(model, b, c), len(batch) * count)
     best = {key: math.inf for key in runs}
     for _ in range(rounds):
         for key, (run, _) in runs.items():
-            best[key] = min(best[key], best_time(run, 1)[0])
-    for precision in ("fp32", "bf16", "int8"):
+            best[key] = min(best[key], seconds(run))
+    for precision in PRECISIONS:
         single, batch = (runs[precision, size][1] / best[precision, size] for size in (len(one), len(prompts)))
         print(f"precision {precision}: single stream {single:7.0f} tok/s   {len(prompts)} streams {batch:7.0f} tok/s")
 
@@ -216,7 +210,7 @@ def perplexity(args) -> None:
           f"{len(files)} files, {len(tokens):,} tokens (the first {per_file:,} of each); {torch.get_num_threads()} threads")
     print(f"model.forward (nn.LSTM), fp32: token perplexity {forward_perplexity(model, tokens):.3f}")
     base = None
-    for precision in ("fp32", "bf16", "int8"):
+    for precision in PRECISIONS:
         value, rate = step_perplexity(model, tokens, precision)
         base = base or value
         print(f"decoding step, {precision}: token perplexity {value:.3f} ({100 * (value / base - 1):+.3f}% vs fp32), "
