@@ -64,6 +64,13 @@ def test_stream_concatenation_equals_the_full_text_with_multibyte_characters(scr
     assert all(delta[:1].isspace() for delta in deltas[1:])  # whole words: each delta starts at a boundary
 
 
+def test_text_without_spaces_still_streams_in_pieces(tokenizer):
+    text = "日本語のテキストには単語の間に空白がありません" * 3
+    model = ScriptedModel(tokenizer.encode(text) + [tokenizer.eos_id], tokenizer.vocab_size)
+    deltas = list(stream(model, tokenizer, "", max_new_tokens=1000, seed=0))
+    assert "".join(deltas) == text and len(deltas) > 2 and "\ufffd" not in "".join(deltas)
+
+
 def test_incremental_decoding_matches_a_full_decode_token_by_token(tokenizer):
     ids = tokenizer.encode(UNICODE_TEXT)
     decoder = IncrementalDecoder(tokenizer, tokenizer.encode("Before"))

@@ -6,8 +6,9 @@ its tokens add after the prompt's text, so the first word keeps its leading
 space. Stop strings are matched on that decoded text, also across token
 boundaries, and are left out of it. A stream yields text deltas whose
 concatenation is exactly the non-streamed text: whole words only (text up to
-a space or newline), never a broken UTF-8 character, and never text that may
-still turn out to be the start of a stop string.
+a space or newline; a run of LONGEST_WORD characters without one, as in CJK
+text, is released as it is), never a broken UTF-8 character, and never text
+that may still turn out to be the start of a stop string.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .config import GenerationConfig
 from .engine import GeneratedSequence, generate_ids, sample_steps
 
 CONTEXT_TOKENS = 4  # prompt tokens an incremental decoder starts from, to space the first word right
+LONGEST_WORD = 32  # a stream releases a run of text without spaces (CJK, say) once it is this long
 
 
 @dataclass
@@ -200,8 +202,9 @@ def _first_stop(text: str, stops) -> int:
 
 
 def _word_boundary(text: str, start: int, limit: int) -> int:
-    """The last whitespace position in text[start:limit + 1] (text before it is whole words), else start."""
+    """How far a stream may show text: its last whitespace in text[start:limit + 1] (the text
+    before it is whole words), else start; a run longer than LONGEST_WORD goes up to limit."""
     for index in range(min(limit, len(text) - 1), start, -1):
         if text[index].isspace():
             return index
-    return start
+    return max(start, limit) if limit - start >= LONGEST_WORD else start
