@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import GenseqError
 
-COMMAND_MODULES = ("tasks", "train", "evaluate", "generate")
+COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "serve")
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,117 @@
+"""Task declarations to Gradio components, and values in both directions.
+
+Each declared input, option and output kind maps to one component here. The
+readers turn what the page or an API client sent into what the task expects,
+and show_output turns a task's output into what its component displays, so a
+new task gets working controls with no change to this file.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from genseq.tasks import Input, Option, Output
+
+from .images import read_image
+
+LEFT_OUT = object()  # an option the user cleared: the task's default applies
+IMAGE_SOURCES = ["upload", "webcam", "clipboard"]
+SLIDER_STEPS = 100  # a float slider moves in hundredths of its range
+
+
+def label_of(name: str) -> str:
+    return name.replace("_", " ")
+
+
+# ---- inputs --------------------------------------------------------------------
+def input_control(item: Input, elem_id: str | None = None) -> gr.components.Component:
+    if item.kind == "image":
+        return gr.Image(label=label_of(item.name), type="filepath", image_mode=None, sources=IMAGE_SOURCES, height=320,
+                        elem_id=elem_id)
+    return gr.Textbox(label=label_of(item.name), info=item.description or None, lines=4, elem_id=elem_id)
+
+
+def read_input(item: Input, raw):
+    if item.kind == "image":
+        return read_image(raw, label_of(item.name))
+    return "" if raw is None else str(raw)
+
+
+# ---- options -------------------------------------------------------------------
+def option_control(option: Option, value=None, elem_id: str | None = None) -> gr.components.Component:
+    """A control showing the option's default (or value), help text and bounds."""
+    kind, shown = option.value_type, option.default if value is None else value
+    named = dict(label=label_of(option.name), elem_id=elem_id)
+    info = _option_info(option)
+    if kind is bool:
+        return gr.Checkbox(value=bool(shown), info=info, **named)
+    if option.choices is not None:
+        return gr.Dropdown(choices=list(option.choices), value=shown, info=info, **named)
+    if kind in (int, float) and option.minimum is not None and option.maximum is not None:
+        return _slider(option, shown, info, named)
+    if kind in (int, float) and shown is None:
+        # gr.Number shows and sends 0 for an empty value, which would make "none" impossible to choose.
+        return gr.Textbox(value="", placeholder="none", info=f"{info}; empty for none", **named)
+    if kind in (int, float):
+        return gr.Number(value=shown, info=info, minimum=option.minimum, maximum=option.maximum,
+                         precision=0 if kind is int else None, step=1 if kind is int else 0.1, **named)
+    if kind in (tuple, list):
+        return gr.Textbox(value="\n".join(map(str, shown or ())), info=f"{info}; one per line", lines=2, **named)
+    return gr.Textbox(value="" if shown is None else str(shown), info=info, **named)
+
+
+def _slider(option: Option, value, info: str, named: dict) -> gr.Slider:
+    step = 1 if option.value_type is int else (option.maximum - option.minimum) / SLIDER_STEPS
+    # A slider cannot leave out its lower end, so an exclusive minimum starts one step above it.
+    low = option.minimum + step if option.exclusive_minimum else option.minimum
+    return gr.Slider(minimum=low, maximum=option.maximum, value=value, step=step, info=info, **named)
+
+
+def _option_info(option: Option) -> str:
+    bounded = option.minimum is not None or option.maximum is not None
+    return f"{option.help} (range {option.range_text()})" if bounded else option.help
+
+
+def read_option(option: Option, raw):
+    """The value to pass to the task, or LEFT_OUT for an emptied field; the task checks type and range."""
+    if raw is None or raw == "":
+        return LEFT_OUT
+    if option.value_type in (tuple, list) and isinstance(raw, str):
+        return tuple(line for line in raw.splitlines() if line)
+    return raw
+
+
+# ---- outputs -------------------------------------------------------------------
+def output_control(item: Output, elem_id: str | None = None) -> gr.components.Component:
+    named = dict(label=label_of(item.name), elem_id=elem_id)
+    if item.kind == "text":
+        return gr.Textbox(info=item.description or None, lines=6, interactive=False, buttons=["copy"], **named)
+    if item.kind in ("ranked", "label"):
+        return gr.Label(**named)
+    if item.kind == "number":
+        return gr.Number(info=item.description or None, interactive=False, **named)
+    if item.kind == "image":
+        # no "share" button: it would upload the picture to Hugging Face
+        return gr.Image(format="png", interactive=False, buttons=["download", "fullscreen"], **named)
+    return gr.JSON(**named)
+
+
+def show_output(item: Output, value):
+    """What the output's component displays for the task's value."""
+    if value is None:
+        return None
+    if item.kind == "ranked":
+        return confidences(value)
+    if item.kind == "label":
+        return {str(value["label"]): value["prob"]}
+    if item.kind == "text":
+        return str(value)
+    return value
+
+
+def confidences(ranked: list[dict]) -> dict[str, float]:
+    """gr.Label's {label: probability}; a label listed twice keeps its first (most likely) entry."""
+    shown: dict[str, float] = {}
+    for entry in ranked:
+        shown.setdefault(str(entry["label"]), float(entry["prob"]))
+    return shown

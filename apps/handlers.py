@@ -1,0 +1,132 @@
+"""Event handlers: a click runs the task on the shared model and streams its outputs to the page.
+
+A handler's parameters are named after the task's inputs and options, plus
+`model`, so API clients can pass them by keyword and leave out the rest:
+`client.predict(prompt="Once upon a", api_name="/completion")`. The task's own
+errors reach the page as gr.Error with the task's message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from genseq import GenseqError
+from genseq.plugins import TaskInfo, run_guarded
+from genseq.tasks import Input, Option, Output
+
+from .controls import LEFT_OUT, read_input, read_option, show_output
+from .images import page_error
+from .pool import TaskPool
+
+MODEL_PARAMETER = "model"
+_END = object()
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskCall:
+    """One way of calling a task from a tab: which inputs, options and outputs its components carry."""
+
+    info: TaskInfo
+    pool: TaskPool
+    inputs: list[Input]
+    options: list[Option]
+    outputs: list[Output]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [item.name for item in self.inputs] + [option.name for option in self.options] + [MODEL_PARAMETER]
+
+    def stream(self, values: tuple):
+        """Outputs (one value per output component) for each partial result of the task."""
+        inputs, options, model = self._read(values)
+        task = self._guarded(self.pool.get, self.info.task_class, model)
+        partials = on_one_thread(lambda: task.stream(inputs, **options))
+        try:
+            while (partial := self._guarded(next, partials, _END)) is not _END:
+                if isinstance(partial.get("error"), str):  # a task may report a bad item in its result
+                    raise page_error(partial["error"])
+                shown = [show_output(item, partial.get(item.name)) for item in self.outputs]
+                yield shown[0] if len(shown) == 1 else tuple(shown)
+        finally:  # a cancelled request stops the task at its next partial output
+            partials.close()
+
+    def _read(self, values: tuple) -> tuple[dict, dict, str | None]:
+        raw_inputs, raw_options, raw_model = values[: len(self.inputs)], values[len(self.inputs) : -1], values[-1]
+        inputs = {item.name: read_input(item, raw) for item, raw in zip(self.inputs, raw_inputs)}
+        options = {option.name: read_option(option, raw) for option, raw in zip(self.options, raw_options)}
+        options = {name: value for name, value in options.items() if value is not LEFT_OUT}
+        return inputs, options, read_model(raw_model)
+
+    def _guarded(self, function, *args, **kwargs):
+        try:
+            return run_guarded(self.info.name, self.info.distribution, function, *args, **kwargs)
+        except GenseqError as error:
+            cause = error.__cause__
+            if cause is not None and not isinstance(cause, GenseqError):  # a plugin bug: keep its traceback in the log
+                log.error("task %s failed", self.info.name, exc_info=cause)
+            raise page_error(str(error)) from error
+
+
+def on_one_thread(start: Callable[[], Iterator]) -> Iterator:
+    """The items of start(), produced on one thread of their own.
+
+    Gradio resumes a streaming handler on whichever worker thread is free, but a
+    task's generator may hold thread-local state across its yields (torch's
+    inference mode does), so it must always resume on the thread that began it.
+    """
+    items: queue.Queue = queue.Queue()
+    stopped = threading.Event()
+
+    def produce():
+        try:
+            for item in start():
+                items.put((True, item))
+                if stopped.is_set():
+                    break
+            items.put((True, _END))
+        except BaseException as error:  # handed over and raised on the consumer's side
+            items.put((False, error))
+
+    threading.Thread(target=produce, daemon=True, name="genseq-task").start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stopped.set()
+
+
+def make_handler(call: TaskCall):
+    """A generator function Gradio can stream, with a signature naming its API parameters."""
+
+    def handler(*values):
+        yield from call.stream(values)
+
+    # Every parameter defaults to None so API clients may leave it out: Gradio then offers the
+    # component's initial value (the task's default), and None means "default" to the readers.
+    handler.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in call.parameter_names]
+    )
+    handler.__name__ = f"run_{call.info.name}"
+    return handler
+
+
+def read_model(raw) -> str | None:
+    """None for the task's default model, else a checkpoint directory on this machine."""
+    if not raw:
+        return None
+    path = Path(str(raw)).expanduser()
+    if not path.is_dir():
+        raise page_error(f"model {raw} is not a directory on the server; choose the default model or a checkpoint directory")
+    return str(path.resolve())

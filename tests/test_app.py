@@ -1,0 +1,355 @@
+"""The web app in-process: every tab's endpoint through gradio_client (text, image, streaming, errors).
+
+The server runs in this process on a loopback port with a tiny trained checkpoint
+as the completion model, the example perplexity plugin, and three throwaway
+plugins: an image task shaped like captioning, a text task that counts its model
+loads, and one that fails to import.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image, ImageDraw
+
+from genseq import ConfigError
+from genseq.cli import main
+from genseq.cli.serve import load_app_module
+from genseq.plugins import discover
+from plugin_helpers import GOOD_TASK, make_distribution
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN = ROOT / "examples" / "genseq-perplexity"
+EXAMPLE_IMAGE = ROOT / "apps" / "examples" / "captioning" / "shark.png"
+SHAPE_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
+
+IMAGE_TASK = '''
+from PIL import ImageOps
+from genseq.tasks import Input, Option, Output, Task
+
+class Describe(Task):
+    """Shaped like captioning: an image in; a caption, ranked captions and a picture out."""
+    name = "describe"
+    description = "Name an image's main colour and size."
+    inputs = (Input("image", "image"),)
+    outputs = (Output("caption", "text"), Output("captions", "ranked"), Output("attention", "image"))
+    options = (Option("num_beams", 1, "beams", minimum=1, maximum=4),)
+
+    def load(self, model_path):
+        return None
+
+    def predict(self, model, batch, options):
+        return [describe(item["image"].convert("RGB")) for item in batch]
+
+def describe(image):
+    mean = image.resize((1, 1)).getpixel((0, 0))
+    colour = ("red", "green", "blue")[mean.index(max(mean))]
+    return {
+        "caption": f"a {colour} picture of {image.width}x{image.height} pixels",
+        "captions": [{"label": f"a {colour} picture", "prob": 0.75}, {"label": "a picture", "prob": 0.25}],
+        "attention": ImageOps.grayscale(image),
+    }
+'''
+
+
+# ---- fixtures shared with test_browser.py ---------------------------------------------
+LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
+OUTBOUND: list[str] = []  # every host this process connected to or looked up beyond this machine
+AUDITING: list = []
+
+
+def _record_outbound(event: str, args: tuple) -> None:
+    if event == "socket.connect" and isinstance(args[1], tuple) and args[1][0] not in LOCAL_HOSTS:
+        OUTBOUND.append(f"connect {args[1][0]}")
+    elif event == "socket.getaddrinfo" and args[0] not in LOCAL_HOSTS and args[0] is not None:
+        OUTBOUND.append(f"lookup {args[0]}")
+
+
+@pytest.fixture(scope="module")
+def outbound(plugins, trained_run, tiny_captioner) -> list[str]:
+    """Hosts beyond this machine that the process reaches from the server's start on (training is done by then)."""
+    import huggingface_hub.constants
+
+    if _record_outbound not in AUDITING:  # an audit hook cannot be removed, so it is added once
+        sys.addaudithook(_record_outbound)
+        AUDITING.append(_record_outbound)
+    OUTBOUND.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        # gradio_client's Client() asks huggingface.co for a registry of agent names unless the hub is offline
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield OUTBOUND
+
+
+def register_example_plugin(root: Path) -> None:
+    """A dist-info on sys.path registering examples/genseq-perplexity's entry points, as `pip install` would."""
+    project = tomllib.loads((EXAMPLE_PLUGIN / "pyproject.toml").read_text())["project"]
+    info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in project["entry-points"]["genseq.tasks"].items())
+    (info / "entry_points.txt").write_text(f"[genseq.tasks]\n{lines}")
+
+
+@pytest.fixture(scope="module")
+def plugins(tmp_path_factory):
+    """The example plugin and the throwaway ones, importable and registered for this module's tests."""
+    root = tmp_path_factory.mktemp("webapp_plugins")
+    make_distribution(root, "genseq-describe", {"describe": "webapp_describe:Describe"}, "webapp_describe", IMAGE_TASK)
+    make_distribution(root, "genseq-echo", {"echo": "webapp_echo:Echo"}, "webapp_echo", GOOD_TASK.format(name="echo"))
+    make_distribution(root, "genseq-broken", {"broken": "webapp_broken:Task"}, "webapp_broken",
+                      "raise ImportError('needs a library that is not installed')")
+    register_example_plugin(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(root))
+        patch.syspath_prepend(str(EXAMPLE_PLUGIN))
+        yield root
+    for module in ("webapp_describe", "webapp_echo", "webapp_broken", "genseq_perplexity"):
+        sys.modules.pop(module, None)
+
+
+def has_captioning() -> bool:
+    return any(info.name == "captioning" and info.ok for info in discover())
+
+
+@pytest.fixture(scope="module")
+def tiny_captioner(tmp_path_factory) -> Path | None:
+    """A captioner from `genseq train captioning` on eight drawn shapes (random encoder, one epoch: seconds)."""
+    if not has_captioning():
+        return None
+    data = tmp_path_factory.mktemp("shapes")
+    rows = []
+    for colour, rgb in SHAPE_COLOURS.items():
+        for shape in ("square", "circle"):
+            image = Image.new("RGB", (48, 48), "white")
+            draw = ImageDraw.Draw(image)
+            (draw.rectangle if shape == "square" else draw.ellipse)([8, 8, 40, 40], fill=rgb)
+            image.save(data / f"{colour}_{shape}.png")
+            rows.append({"file_name": f"{colour}_{shape}.png", "text": f"a {colour} {shape}"})
+    (data / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path_factory.mktemp("captioner") / "run"
+    code = main([
+        "train", "captioning", "--data", str(data), "--valid", str(data), "--out", str(out), "--encoder", "resnet18",
+        "--encoder-weights", "none", "--image-size", "32", "--feature-size", "16", "--embedding-size", "16",
+        "--hidden-size", "16", "--attention-size", "16", "--vocab-size", "278", "--epochs", "1", "--batch-size", "4",
+        "--no-progress",
+    ])
+    assert code == 0
+    return out
+
+
+def app_part(name: str):
+    """A module of the app (apps.pool, apps.tabs ...), imported the way `genseq serve` imports it."""
+    load_app_module()
+    return sys.modules[f"apps.{name}"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(plugins, trained_run, tiny_captioner, outbound):
+    """The app's URL on a loopback port, with tiny checkpoints as the models of its tabs; outbound records from here on."""
+    app_module = load_app_module()
+    models = {"completion": trained_run, "perplexity": trained_run}
+    if tiny_captioner:
+        models["captioning"] = tiny_captioner
+    app = app_module.build_app(models, pool=app_part("pool").TaskPool())
+    _, url, _ = app_module.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield url
+    app.close()
+
+
+def connect(url: str, downloads: Path | None = None) -> Client:
+    return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads) if downloads else False)
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    return connect(server, tmp_path_factory.mktemp("downloads"))
+
+
+def picture(path: Path, size=(40, 30), colour=(200, 20, 20)) -> Path:
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+# ---- the API ----------------------------------------------------------------------------
+def test_every_usable_task_has_a_tab_with_a_stable_api_name(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/completion", "/completion_suggest", "/describe", "/echo", "/perplexity"} <= set(endpoints)
+    assert not any("broken" in name for name in endpoints)
+    names = [parameter["parameter_name"] for parameter in endpoints["/completion"]["parameters"]]
+    assert names[:5] == ["prompt", "max_new_tokens", "temperature", "top_k", "top_p"]
+    assert names[-1] == "model" and "seed" in names and "suggest" not in names
+    if has_captioning():  # attention_map writes a file on the server: the CLI's business, not the web's
+        captioning = [parameter["parameter_name"] for parameter in endpoints["/captioning"]["parameters"]]
+        assert captioning[0] == "image" and "attention" in captioning and "attention_map" not in captioning
+
+
+def test_completion_by_keyword_is_reproducible_with_a_seed(client):
+    text, completions = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5, api_name="/completion")
+    again, _ = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5, api_name="/completion")
+    assert text and text == again
+    assert completions[0]["text"] == text and len(completions[0]["tokens"]) <= 12
+
+
+def test_completion_streams_text_that_grows_by_prefixes(client):
+    job = client.submit(prompt="My love", max_new_tokens=60, seed=3, api_name="/completion")
+    texts = [text for text, _ in job]
+    assert len(texts) >= 2
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == job.result()[0]
+
+
+def test_a_running_stream_can_be_cancelled_and_the_tab_keeps_working(client):
+    # 10,000 tokens take the tiny model half a minute; the cancelled one must stop within seconds
+    job = client.submit(prompt="My love", max_new_tokens=10_000, min_new_tokens=10_000, api_name="/completion")
+    deadline = time.monotonic() + 20
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.outputs(), "no partial output arrived"
+    assert job.cancel()
+    deadline = time.monotonic() + 5
+    while any(thread.name == "genseq-task" for thread in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(thread.name == "genseq-task" for thread in threading.enumerate()), "the generation went on"
+    text, _ = client.predict(prompt="My love", max_new_tokens=5, seed=1, api_name="/completion")
+    assert text
+
+
+def test_next_word_suggestions_come_ranked_with_probabilities(client):
+    shown = client.predict(prompt="Shall I compare thee to a", suggest=3, api_name="/completion_suggest")
+    probabilities = [entry["confidence"] for entry in shown["confidences"]]
+    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert shown["label"] == shown["confidences"][0]["label"]
+
+
+def test_requests_with_one_seed_agree_when_they_run_at_once(client):
+    jobs = [client.submit(prompt="Thy", max_new_tokens=30, seed=11, api_name="/completion") for _ in range(3)]
+    assert len({job.result()[0] for job in jobs}) == 1
+
+
+def test_a_task_error_reaches_the_client_as_the_tasks_message(client):
+    with pytest.raises(AppError, match=r"option temperature must be in \[0, inf\), not -1"):
+        client.predict(prompt="x", temperature=-1, api_name="/completion")
+    with pytest.raises(AppError, match="option seed must be int, not 'abc'"):
+        client.predict(prompt="x", seed="abc", api_name="/completion")
+    with pytest.raises(AppError, match="is not a directory on the server"):
+        client.predict(prompt="x", model="/nonexistent/checkpoint", api_name="/completion")
+
+
+def test_another_checkpoint_can_be_picked_by_directory(client, trained_run):
+    text, _ = client.predict(prompt="x", max_new_tokens=3, model=str(trained_run), api_name="/completion")
+    assert isinstance(text, str)
+
+
+# ---- images -------------------------------------------------------------------------------
+def test_an_image_task_gets_the_upload_and_returns_caption_ranking_and_picture(client, tmp_path):
+    caption, captions, attention = client.predict(image=handle_file(picture(tmp_path / "red.png")), api_name="/describe")
+    assert caption == "a red picture of 40x30 pixels"
+    assert [entry["label"] for entry in captions["confidences"]] == ["a red picture", "a picture"]
+    assert Image.open(attention).size == (40, 30)
+
+
+def test_bad_uploads_get_a_message_and_the_tab_keeps_working(client, tmp_path, monkeypatch):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(AppError, match="notes.png is not an image this app can read"):
+        client.predict(image=handle_file(tmp_path / "notes.png"), api_name="/describe")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(picture(tmp_path / "whole.png", size=(300, 300)).read_bytes()[:200])
+    with pytest.raises(AppError, match="damaged or truncated"):
+        client.predict(image=handle_file(truncated), api_name="/describe")
+    with pytest.raises(AppError, match="Add an image"):
+        client.predict(api_name="/describe")
+    monkeypatch.setattr(app_part("images"), "MAX_PIXELS", 1000)  # 40x30 is 1200 pixels
+    with pytest.raises(AppError, match="The image is 40x30 pixels"):
+        client.predict(image=handle_file(picture(tmp_path / "big.png")), api_name="/describe")
+    monkeypatch.undo()
+    caption, _, _ = client.predict(image=handle_file(picture(tmp_path / "blue.png", colour=(0, 0, 250))), api_name="/describe")
+    assert caption.startswith("a blue picture")
+
+
+def test_the_captioning_tab_captions_an_upload_with_scores_and_attention_map(client):
+    if not has_captioning():
+        pytest.skip("the captioning task is not installed")
+    caption, captions, attention = client.predict(image=handle_file(EXAMPLE_IMAGE), num_beams=2, api_name="/captioning")
+    assert isinstance(caption, str) and len(captions["confidences"]) == 2
+    assert captions["label"] == captions["confidences"][0]["label"]
+    assert Image.open(attention).width > Image.open(EXAMPLE_IMAGE).width  # the picture and one map per word
+
+
+# ---- plugins and sharing ----------------------------------------------------------------
+def test_the_example_third_party_plugin_works_as_a_tab(client):
+    perplexity, surprises = client.predict(text="Shall I compare thee to a summer's day", top=3, api_name="/perplexity")
+    assert perplexity > 1 and len(surprises["confidences"]) == 3
+
+
+def test_a_model_loads_once_and_is_shared_by_every_session(server):
+    echo = sys.modules["webapp_echo"].Echo
+    loads_before = echo.loads
+    sessions = [connect(server) for _ in range(3)]
+    threads = [threading.Thread(target=session.predict, kwargs={"text": "hi", "api_name": "/echo"}) for session in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sessions[0].predict(text="hi", times=2, api_name="/echo") == "hi hi"
+    assert echo.loads - loads_before == 1
+
+
+def test_a_broken_plugin_is_listed_and_the_others_still_get_tabs(plugins):
+    import gradio as gr
+
+    app = load_app_module().build_app()
+    tabs = {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
+    notes = " ".join(block.value for block in app.blocks.values() if isinstance(block, gr.Markdown))
+    assert {"completion", "describe", "echo", "perplexity"} <= tabs and "broken" not in tabs
+    assert "broken** (genseq-broken 1.0): error: ImportError: needs a library that is not installed" in notes
+
+
+def test_a_model_for_an_unknown_task_is_refused(plugins):
+    with pytest.raises(ConfigError, match="no usable task nope to give a model"):
+        load_app_module().build_app({"nope": "."})
+
+
+def test_the_server_and_its_clients_reached_nothing_beyond_this_machine(client, outbound):
+    client.predict(prompt="x", max_new_tokens=2, api_name="/completion")
+    assert outbound == []
+
+
+# ---- genseq serve ------------------------------------------------------------------------
+def test_serve_explains_a_missing_app_and_a_bad_model_flag(monkeypatch, tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage_error:
+        main(["serve", "--model", "completion"])
+    assert usage_error.value.code == 2 and "expected TASK=DIR, not 'completion'" in capsys.readouterr().err
+    assert main(["serve", "--model", f"completion={tmp_path / 'missing'}"]) == 2
+    assert "is not a checkpoint directory" in capsys.readouterr().err
+    monkeypatch.setattr("genseq.cli.serve.APPS_DIR", tmp_path / "apps")
+    assert main(["serve"]) == 2
+    assert "the web app is not installed" in capsys.readouterr().err
+
+
+def test_picking_a_suggestion_completes_the_last_word_or_follows_it():
+    import gradio as gr
+
+    append_word = app_part("tabs").append_word
+
+    def pick(prompt, word):
+        return append_word(prompt, gr.SelectData(None, {"value": word, "index": 0}))
+
+    assert pick("Shall I compare thee to a", "summer") == "Shall I compare thee to a summer "
+    assert pick("Shall I compare thee to a sum", "summer") == "Shall I compare thee to a summer "
+    assert pick("Shall I ", "compare") == "Shall I compare "
+    assert pick("", "Shall") == "Shall "

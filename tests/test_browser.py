@@ -1,0 +1,129 @@
+"""The web app in a real browser: Debian's chromium driven by Playwright, against the in-process server.
+
+Each test saves screenshots in its tmp dir. Without /usr/bin/chromium the tests
+skip, except in CI (CI=true), where .ci/run installs it and a missing browser is
+a failure. Every page checks that it sent no request beyond this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from test_app import (  # noqa: F401 (the fixtures of the in-process server)
+    EXAMPLE_IMAGE, has_captioning, outbound, picture, plugins, server, tiny_captioner,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists() and os.environ.get("CI") != "true":
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page on the app, with 10 s to find anything; afterwards, every request must have stayed local."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    hosts = set()
+    page.on("request", lambda request: hosts.add(urlsplit(request.url).hostname) if request.url.startswith(("http", "ws")) else None)
+    page.goto(server)
+    yield page
+    context.close()
+    assert hosts == {"127.0.0.1"}, f"the page reached beyond this machine: {hosts}"
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def lengths(text, reads: int, pause: float) -> list[int]:
+    """The continuation's length, read `reads` times `pause` seconds apart (a busy page reads slower)."""
+    seen = []
+    for _ in range(reads):
+        seen.append(len(text.input_value()))
+        time.sleep(pause)
+    return seen
+
+
+def test_a_typed_prompt_streams_growing_text_and_stop_ends_it(page, tmp_path):
+    open_tab(page, "completion")
+    page.locator("#completion-prompt textarea").fill("Shall I compare thee")
+    page.locator("#completion-max_new_tokens input").fill("10000")
+    page.get_by_role("button", name="More options").click()
+    page.locator("#completion-min_new_tokens input").fill("10000")  # no end of text: it runs until Stop
+    page.locator("#completion-generate-button").click()
+    text = page.locator("#completion-text textarea")
+    expect(text).not_to_have_value("", timeout=20_000)
+    growing = lengths(text, reads=3, pause=0.2)
+    page.screenshot(path=tmp_path / "completion-streaming.png", full_page=True)
+    assert growing[0] < growing[1] < growing[2], growing
+    page.locator("#completion-stop-button").click()
+    time.sleep(1)  # a partial output already on its way may still land
+    stopped = lengths(text, reads=2, pause=1)
+    assert stopped[0] == stopped[1], "the text kept growing after Stop"
+
+
+def test_a_clicked_suggestion_is_appended_to_the_prompt(page, tmp_path):
+    open_tab(page, "completion")
+    prompt = page.locator("#completion-prompt textarea")
+    prompt.fill("Shall I compare thee to a ")
+    page.locator("#completion-suggest-button").click()
+    first = page.locator("#completion-suggestions [data-testid$='-confidence-set']").first
+    expect(first).to_be_visible()
+    word = first.get_attribute("data-testid").removesuffix("-confidence-set")
+    page.screenshot(path=tmp_path / "suggestions.png", full_page=True)
+    first.click()
+    expect(prompt).to_have_value(f"Shall I compare thee to a {word} ")
+
+
+def test_an_uploaded_image_gets_a_caption_and_a_bad_one_a_message(page, tmp_path):
+    open_tab(page, "describe")
+    upload = page.locator("#describe-image input[type=file]")
+    (tmp_path / "notes.png").write_text("not an image")
+    upload.set_input_files(tmp_path / "notes.png")
+    page.locator("#describe-run-button").click()
+    expect(page.get_by_text("notes.png is not an image this app can read")).to_be_visible()
+    page.screenshot(path=tmp_path / "bad-upload.png", full_page=True)
+    page.locator("#describe-image").get_by_role("button", name="Remove Image").click()
+    upload.set_input_files(picture(tmp_path / "green.png", colour=(10, 200, 10)))
+    page.locator("#describe-run-button").click()
+    expect(page.locator("#describe-caption textarea")).to_have_value("a green picture of 40x30 pixels")
+    expect(page.locator("#describe-attention img")).to_be_visible()
+    page.screenshot(path=tmp_path / "caption.png", full_page=True)
+
+
+def test_the_captioning_tab_captions_an_example_image(page, tmp_path):
+    if not has_captioning():
+        pytest.skip("the captioning task is not installed")
+    open_tab(page, "captioning")
+    page.locator("#captioning-image input[type=file]").set_input_files(EXAMPLE_IMAGE)
+    page.locator("#captioning-run-button").click()
+    expect(page.locator("#captioning-attention img")).to_be_visible(timeout=20_000)
+    assert page.locator("#captioning-caption textarea").input_value() is not None
+    page.screenshot(path=tmp_path / "captioning.png", full_page=True)
+
+
+def test_the_example_third_party_plugin_has_a_working_tab(page, tmp_path):
+    open_tab(page, "perplexity")
+    page.locator("#perplexity-text textarea").fill("Shall I compare thee to a summer's day?")
+    page.locator("#perplexity-run-button").click()
+    perplexity = page.locator("#perplexity-perplexity input")
+    expect(perplexity).not_to_have_value("0")  # an output number shows 0 until the task answers
+    assert float(perplexity.input_value()) > 1
+    page.screenshot(path=tmp_path / "perplexity.png", full_page=True)
