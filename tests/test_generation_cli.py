@@ -46,6 +46,22 @@ def test_the_stream_shows_the_prompt_and_the_same_text_as_json(capsys, checkpoin
     assert streamed == "Shall I" + json.loads(out)["completions"][0]["text"] + "\n"
 
 
+def test_beam_search_prints_the_best_continuation_after_the_prompt(capsys, checkpoint):
+    common = ["generate", "--prompt", "When", "--model", checkpoint, "--max-new-tokens", "5", "--num-beams", "3"]
+    _, printed, _ = run_cli(capsys, *common)
+    _, out, _ = run_cli(capsys, *common, "--json")
+    assert printed == "When" + json.loads(out)["completions"][0]["text"] + "\n"
+
+
+def test_suggestions_from_the_command_line(capsys, checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "To be or not to", "--model", checkpoint, "--suggest", "4", "--json")
+    suggestions = json.loads(out)
+    assert code == 0 and len(suggestions) == 4 and set(suggestions[0]) == {"word", "prob"}
+    for stream in ("--stream", "--no-stream"):
+        _, printed, _ = run_cli(capsys, "generate", "--prompt", "To be or not to", "--model", checkpoint, "--suggest", "4", stream)
+        assert printed.startswith("To be or not to\nsuggestions:") and printed.count("\n") == 6
+
+
 def test_beam_search_from_the_command_line(capsys, checkpoint):
     code, out, _ = run_cli(capsys, "generate", "--prompt", "When", "--model", checkpoint, "--max-new-tokens", "5",
                            "--num-beams", "3", "--num-return-sequences", "3", "--json")
@@ -77,14 +93,16 @@ BAD_INPUTS = {
     "negative temperature": (["--temperature", "-1"], "temperature must be in [0, inf)"),
     "top_p zero": (["--top-p", "0"], "top_p must be in (0, 1]"),
     "top_p above one": (["--top-p", "1.5"], "top_p must be in (0, 1]"),
-    "negative top_k": (["--top-k", "-3"], "top_k must be between 0 and inf"),
-    "no beams": (["--num-beams", "0"], "num_beams must be between 1 and inf"),
-    "zero new tokens": (["--max-new-tokens", "0"], "max_new_tokens must be between 1 and 10000"),
+    "negative top_k": (["--top-k", "-3"], "option top_k must be in [0, inf)"),
+    "no beams": (["--num-beams", "0"], "option num_beams must be in [1, 64]"),
+    "zero new tokens": (["--max-new-tokens", "0"], "option max_new_tokens must be in [1, inf)"),
     "beams with sampling": (["--num-beams", "3", "--top-p", "0.9"], "cannot be combined with beam search"),
     "empty stop string": (["--stop", ""], "stop strings must not be empty"),
-    "stream with json": (["--stream", "--json"], "--stream follows one sampled sequence"),
+    "stream with json": (["--stream", "--json"], "--stream prints text as it grows and --json prints one document"),
     "missing model": (["--model", "/nonexistent/model"], "is not a checkpoint directory"),
-    "not a number": (["--temperature", "warm"], "invalid float value"),
+    "not a number": (["--temperature", "warm"], "--temperature must be float, not 'warm'"),
+    "another task's flag": (["--image", "x.png"], "task completion takes no --image"),
+    "unknown task": (["--task", "poetry"], "unknown task 'poetry'; available tasks: "),
 }
 
 
