@@ -134,9 +134,13 @@ def versions() -> dict[str, str]:
 
 
 def model_files(
-    model: torch.nn.Module, model_config: dict, tokenizer: Tokenizer, kind: str = "lm", **extra: Any
+    model: torch.nn.Module, model_config: dict, tokenizer: Tokenizer, kind: str = "lm",
+    dtype: torch.dtype | None = None, **extra: Any,
 ) -> dict[str, bytes]:
-    """The three files of a checkpoint, as bytes."""
+    """The three files of a checkpoint, as bytes; dtype (e.g. torch.float16) stores float weights smaller.
+
+    Weights stored in a lower precision load back into the model's float32 parameters.
+    """
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -148,32 +152,36 @@ def model_files(
     }
     return {
         CONFIG_FILE: json.dumps(config, indent=2).encode(),
-        WEIGHTS_FILE: save_safetensors(weights_of(model)),
+        WEIGHTS_FILE: save_safetensors(weights_of(model, dtype)),
         TOKENIZER_FILE: tokenizer.to_bytes(),
     }
 
 
-def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with tied copies dropped (safetensors stores each storage once)."""
+def weights_of(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The state dict with tied copies dropped (safetensors stores each storage once), floats cast to dtype."""
     tensors, seen = {}, set()
     for name, tensor in model.state_dict().items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if key not in seen:
             seen.add(key)
-            tensors[name] = tensor.detach().cpu().contiguous()
+            tensor = tensor.detach().cpu()
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            tensors[name] = tensor.contiguous()
     return tensors
 
 
 def save_pretrained(
-    directory: str | os.PathLike, model: LanguageModel, tokenizer: Tokenizer, **extra: Any
+    directory: str | os.PathLike, model: LanguageModel, tokenizer: Tokenizer,
+    dtype: torch.dtype | None = None, **extra: Any,
 ) -> None:
-    """Write a loadable checkpoint; each file is replaced atomically."""
+    """Write a loadable checkpoint; each file is replaced atomically (dtype: see model_files)."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _write_error(directory, error) from None
-    for name, data in model_files(model, model.config.to_dict(), tokenizer, **extra).items():
+    for name, data in model_files(model, model.config.to_dict(), tokenizer, dtype=dtype, **extra).items():
         atomic_write(directory / name, data)
 
 

@@ -75,3 +75,16 @@ def test_directory_swap_interrupted_between_renames_is_recovered(tmp_path):
     assert (tmp_path / "last" / "a").read_bytes() == b"2"
     (tmp_path / "last").rename(tmp_path / ".last.old")  # as if killed after the first rename
     assert (read_directory_path(tmp_path / "last") / "a").read_bytes() == b"2"
+
+
+def test_fp16_storage_halves_the_file_and_loads_into_float32(tmp_path, tiny_config, tokenizer):
+    model = LanguageModel(tiny_config)
+    save_pretrained(tmp_path / "fp32", model, tokenizer)
+    save_pretrained(tmp_path / "fp16", model, tokenizer, dtype=torch.float16)
+    size32 = (tmp_path / "fp32" / "model.safetensors").stat().st_size
+    size16 = (tmp_path / "fp16" / "model.safetensors").stat().st_size
+    assert size16 < 0.55 * size32
+    loaded, _ = from_pretrained(tmp_path / "fp16")
+    for name, tensor in model.state_dict().items():
+        assert loaded.state_dict()[name].dtype == torch.float32
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=1e-3, rtol=1e-3)
