@@ -330,12 +330,17 @@ def test_the_server_and_its_clients_reached_nothing_beyond_this_machine(client, 
 
 
 # ---- genseq serve ------------------------------------------------------------------------
-def test_serve_explains_a_missing_app_and_a_bad_model_flag(monkeypatch, tmp_path, capsys):
+def test_serve_explains_a_bad_flag_a_taken_port_and_a_missing_app(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit) as usage_error:
         main(["serve", "--model", "completion"])
     assert usage_error.value.code == 2 and "expected TASK=DIR, not 'completion'" in capsys.readouterr().err
     assert main(["serve", "--model", f"completion={tmp_path / 'missing'}"]) == 2
     assert "is not a checkpoint directory" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 2
+    assert "the port is taken or the address is not this machine's" in capsys.readouterr().err
     monkeypatch.setattr("genseq.cli.serve.APPS_DIR", tmp_path / "apps")
     assert main(["serve"]) == 2
     assert "the web app is not installed" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from . import positive_int
 from ..errors import ConfigError, GenseqError
 
 APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
@@ -24,7 +25,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--port", type=int, default=7860, help="(default 7860)")
     parser.add_argument("--model", action="append", default=[], metavar="TASK=DIR", type=task_model,
                         help="the checkpoint a task's tab uses by default, e.g. completion=runs/tiny; repeatable")
-    parser.add_argument("--concurrency", type=int, default=2, help="requests running at once; the rest queue (default 2)")
+    parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
+                        help="requests running at once; the rest queue (default 2)")
     parser.set_defaults(run=run)
 
 
@@ -36,14 +38,16 @@ def task_model(text: str) -> tuple[str, str]:
 
 
 def run(args) -> int:
-    app_module = load_app_module()
-    if args.concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, not {args.concurrency}")
     for task, directory in args.model:
         if not Path(directory).is_dir():
             raise ConfigError(f"--model {task}={directory}: {directory} is not a checkpoint directory")
+    app_module = load_app_module()
     app = app_module.build_app(dict(args.model), concurrency=args.concurrency)
-    app_module.launch(app, host=args.host, port=args.port)
+    try:
+        app_module.launch(app, host=args.host, port=args.port)
+    except OSError:  # Gradio raises it for a port in use and for an address this machine does not have
+        raise GenseqError(f"cannot serve on {args.host}:{args.port}: the port is taken or the address is not this "
+                          "machine's; choose another --port or --host") from None
     return 0
 
 
