@@ -121,11 +121,13 @@ def has_captioning() -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_captioner(tmp_path_factory) -> Path | None:
+def tiny_captioner(tmp_path_factory, tokenizer) -> Path | None:
     """A captioner from `genseq train captioning` on eight drawn shapes (random encoder, one epoch: seconds)."""
     if not has_captioning():
         return None
     data = tmp_path_factory.mktemp("shapes")
+    tokenizer_file = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"  # conftest's: it spells every caption
+    tokenizer_file.write_bytes(tokenizer.to_bytes())
     rows = []
     for colour, rgb in SHAPE_COLOURS.items():
         for shape in ("square", "circle"):
@@ -139,7 +141,7 @@ def tiny_captioner(tmp_path_factory) -> Path | None:
     code = main([
         "train", "captioning", "--data", str(data), "--valid", str(data), "--out", str(out), "--encoder", "resnet18",
         "--encoder-weights", "none", "--image-size", "32", "--feature-size", "16", "--embedding-size", "16",
-        "--hidden-size", "16", "--attention-size", "16", "--vocab-size", "278", "--epochs", "1", "--batch-size", "4",
+        "--hidden-size", "16", "--attention-size", "16", "--tokenizer", str(tokenizer_file), "--epochs", "1", "--batch-size", "4",
         "--no-progress",
     ])
     assert code == 0
