@@ -101,7 +101,6 @@ BAD_INPUTS = {
     "stream with json": (["--stream", "--json"], "--stream prints text as it grows and --json prints one document"),
     "missing model": (["--model", "/nonexistent/model"], "is not a checkpoint directory"),
     "not a number": (["--temperature", "warm"], "--temperature must be float, not 'warm'"),
-    "another task's flag": (["--image", "x.png"], "task completion takes no --image"),
     "unknown task": (["--task", "poetry"], "unknown task 'poetry'; available tasks: "),
 }
 

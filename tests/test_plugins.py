@@ -144,3 +144,19 @@ def test_a_task_with_train_and_eval_hooks_gets_train_and_eval_commands(plugin_pa
     assert json.loads(capsys.readouterr().out) == {"accuracy": 0.5}
     assert main(["eval", "echo", "--data", "boom"]) == 2
     assert "task echo (genseq-echo) failed: RuntimeError: evaluation crashed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--text", "y"], "task completion takes no --text"),
+    (["--times", "2"], "--times is not an option of task completion; its options are: --max-new-tokens"),
+])
+def test_flags_of_another_task_are_rejected_by_name(echo, capsys, extra, message):
+    assert main(["generate", "--prompt", "x", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_plugin_task_runs_through_genseq_generate(echo, capsys):
+    assert main(["generate", "--task", "echo", "--text", "hey", "--times", "3"]) == 0
+    assert capsys.readouterr().out == "hey hey hey\n"
+    assert main(["generate", "--task", "echo", "--text", "a", "--text", "b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"text": "a"}, {"text": "b"}]
