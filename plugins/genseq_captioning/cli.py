@@ -1,0 +1,149 @@
+"""The flags of `genseq train captioning` and `genseq eval captioning`, and the two commands; they parse and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m' or '1.5h'."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 300, 300s, 15m or 2h, not {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _add_data_arguments(parser, split: str) -> None:
+    parser.add_argument("--data", required=True, help="imagefolder with metadata.jsonl/csv, saved dataset, csv/json/parquet "
+                        "file, or Hugging Face dataset name")
+    parser.add_argument("--split", default=split, help=f"split of --data (default: {split}; a one-split dataset is used whole)")
+    parser.add_argument("--image-column", help="column holding the images (default: the first image column)")
+    parser.add_argument("--caption-column", dest="caption_columns", action="append",
+                        help="column holding captions, a string or a list; repeat for several (default: text, caption, "
+                             "captions, ... or caption_0, caption_1, ...)")
+
+
+# ---- genseq train captioning ------------------------------------------------------------
+def add_train_arguments(parser) -> None:
+    _add_data_arguments(parser, "train")
+    parser.add_argument("--valid", help="validation data, same forms as --data (default: the validation split of --data, "
+                        "else 5%% of its images)")
+    parser.add_argument("--valid-split", default="validation")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
+
+    encoder = parser.add_argument_group("encoder")
+    encoder.add_argument("--encoder", help="efficientnet_lite0 (default) or a torchvision model: resnet18, resnet50, "
+                         "mobilenet_v3_large, efficientnet_b0, ...")
+    encoder.add_argument("--encoder-weights", default="auto",
+                         help="auto (default), default (the shipped captioner's EfficientNet-Lite0), imagenet "
+                              "(torchvision's download), none (random), or a .pth/.safetensors file")
+    encoder.add_argument("--image-size", type=_positive_int, help="side of the square the images are letterboxed to (default 224)")
+    encoder.add_argument("--trainable-stages", type=int, help="fine-tune the encoder's last N stages (default 0: frozen)")
+
+    decoder = parser.add_argument_group("decoder")
+    decoder.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
+                         help="soft attention (Show, Attend and Tell; default) or none (Show and Tell)")
+    for name in ("feature_size", "embedding_size", "hidden_size", "attention_size"):
+        decoder.add_argument("--" + name.replace("_", "-"), type=_positive_int)
+    decoder.add_argument("--dropout", type=float)
+    decoder.add_argument("--vocab-size", type=_positive_int, default=1000)
+    decoder.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=_positive_int, default=30)
+    training.add_argument("--batch-size", type=_positive_int, default=32)
+    training.add_argument("--lr", type=float, default=2e-3)
+    training.add_argument("--encoder-lr", type=float, default=1e-4, help="for fine-tuned encoder stages")
+    training.add_argument("--weight-decay", type=float, default=0.0)
+    training.add_argument("--warmup-steps", type=int, default=50)
+    training.add_argument("--clip-grad-norm", type=float, default=5.0, help="0 turns clipping off")
+    training.add_argument("--attention-regularization", type=float, default=1.0,
+                          help="lambda of the doubly stochastic attention regularisation (0: off)")
+    training.add_argument("--patience", type=int, default=5, help="epochs without a better validation BLEU-4 before stopping (0: never)")
+    training.add_argument("--max-caption-tokens", type=_positive_int, default=40)
+    training.add_argument("--max-time", type=_duration, help="training time budget (300, 15m, 2h)")
+    training.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    training.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+ENCODER_FLAGS = ("encoder", "image_size", "trainable_stages")
+DECODER_FLAGS = ("attention", "feature_size", "embedding_size", "hidden_size", "attention_size", "dropout")
+
+
+def run_train(args) -> int:
+    from genseq.errors import ConfigError
+
+    from .encoder import EncoderConfig
+    from .train import CaptionTrainConfig, DataSpec, train_captioner
+
+    model_flags = [name for name in ENCODER_FLAGS + DECODER_FLAGS if getattr(args, name) is not None]
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
+        if model_flags or args.tokenizer:
+            raise ConfigError("model and tokenizer options cannot change when resuming; drop them or start a new --out")
+    elif not args.out:
+        raise ConfigError("--out is required (or --resume DIR to continue a run)")
+    out_dir = args.resume or args.out
+    data = DataSpec(args.data, args.valid, args.split, args.valid_split, args.image_column, tuple(args.caption_columns or ()))
+    encoder_options = {name: getattr(args, name) for name in ("image_size", "trainable_stages") if getattr(args, name) is not None}
+    if args.encoder:
+        encoder_options["name"] = args.encoder
+    encoder_options["storage"] = "float32" if encoder_options.get("trainable_stages") else "float16"
+    config = CaptionTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm,
+        attention_regularization=args.attention_regularization, patience=args.patience,
+        max_caption_tokens=args.max_caption_tokens, max_time=args.max_time, checkpoint_minutes=args.checkpoint_minutes,
+        seed=args.seed, device=args.device, progress=not args.no_progress,
+    )
+    trainer = train_captioner(
+        data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
+        {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None},
+        vocab_size=args.vocab_size, tokenizer_path=args.tokenizer, resume=bool(args.resume),
+    )
+    progress = trainer.progress
+    if not progress.finished:
+        print(f"genseq: stopped at step {progress.step}; continue with: genseq train captioning --data {args.data} "
+              f"--resume {out_dir}", file=sys.stderr)
+        return 130
+    print(f"trained {progress.step} steps; best validation BLEU-4 {progress.best_bleu4:.4f}; captioner in {out_dir}",
+          file=sys.stderr)
+    return 0
+
+
+# ---- genseq eval captioning ------------------------------------------------------------------
+def add_eval_arguments(parser) -> None:
+    parser.add_argument("--model", help="captioner checkpoint directory (default: the shipped captioner)")
+    _add_data_arguments(parser, "validation")
+    parser.add_argument("--num-beams", type=_positive_int, nargs="+", default=[1, 3],
+                        help="beam widths to evaluate; 1 is greedy (default: 1 3)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=40)
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images decoded together")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_eval(args) -> dict:
+    from genseq.train import resolve_device
+
+    from .captioner import load_captioner
+    from .data import load_caption_set
+    from .evaluate import evaluate_captioner
+
+    captioner = load_captioner(args.model, device=resolve_device(args.device))
+    data = load_caption_set(args.data, args.split, args.image_column, args.caption_columns)
+    progress = not (args.no_progress or getattr(args, "json", False))
+    return evaluate_captioner(captioner, data, args.num_beams, args.max_new_tokens, args.batch_size, progress)

@@ -1,0 +1,217 @@
+"""The caption decoder: an LSTM with soft attention over the image's spatial features, and its fused step.
+
+    features (B, C, h, w) -> annotation vectors a (N, B, D), N = h * w, and their attention keys (N, B, A)
+    at each word t:  alpha = softmax(w . tanh(keys + W_h h))                      (N, B)
+                     z = sigmoid(W_beta h) * sum_i alpha_i a_i                      (B, D)  gated context
+                     h, c = LSTM([embedding(y_{t-1}); z], (h, c))
+                     logits = W_out dropout(h)                                     (B, V)
+
+This is Show, Attend and Tell (Xu et al. 2015) with the gating scalar beta
+and the doubly stochastic regularisation (in train.py), h and c initialised
+from the mean annotation vector. attention=False is Show and Tell (Vinyals et
+al. 2015): the image only sets the initial state and the LSTM reads words.
+
+Every per-image tensor is laid out with the batch on dim 1, as the generation
+engine expects of a state, so beams and finished rows reorder it with one
+index_select. BoundDecoder is the decoder bound to a batch of images in the
+form genseq's engine takes (encode / logits / stepper), so greedy decoding,
+sampling and beam search are the engine's own, batched over images and beams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genseq.errors import ConfigError
+
+State = tuple[Tensor, ...]  # (h (1, B, H), c (1, B, H), annotations (N, B, D), keys (N, B, A))
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = 1000
+    feature_channels: int = 1280  # C, the encoder's output channels
+    feature_size: int = 256  # D: each location's features are projected to this
+    embedding_size: int = 128
+    hidden_size: int = 384
+    attention_size: int = 256
+    attention: bool = True  # False: Show and Tell, no attention
+    dropout: float = 0.3
+
+    def __post_init__(self):
+        for name in ("vocab_size", "feature_channels", "feature_size", "embedding_size", "hidden_size", "attention_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh as 2 sigmoid(2x) - 1: the same function, and on CPUs PyTorch's sigmoid is several times faster."""
+    return torch.sigmoid(2 * x) * 2 - 1
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        D, E, H, A = config.feature_size, config.embedding_size, config.hidden_size, config.attention_size
+        self.project = nn.Linear(config.feature_channels, D)
+        self.normalize = nn.LayerNorm(D)  # backbones differ wildly in feature scale; this keeps the LSTM's inputs tame
+        self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
+        self.embedding = nn.Embedding(config.vocab_size, E)
+        if config.attention:
+            self.key = nn.Linear(D, A)  # applied once per image
+            self.query = nn.Linear(H, A)  # applied to h at every word
+            self.score = nn.Linear(A, 1)
+            self.gate = nn.Linear(H, D)  # the gating scalar beta, one per feature channel
+        self.cell = nn.LSTMCell(E + (D if config.attention else 0), H)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(H, config.vocab_size)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    # ---- per image -------------------------------------------------------------------
+    def initial_state(self, features: Tensor) -> State:
+        """features (B, C, h, w) -> the state before the first word."""
+        # The per-location projection as a 1x1 convolution on the (B, C, h, w) map: the same
+        # weights as the Linear, without first transposing the large map (3x faster on CPU).
+        projected = F.conv2d(features, self.project.weight[:, :, None, None], self.project.bias)  # (B, D, h, w)
+        annotations = self.dropout(self.normalize(projected.flatten(2).permute(2, 0, 1)))  # (N, B, D)
+        mean = annotations.mean(0)  # (B, D)
+        h, c = torch.tanh(self.init_h(mean))[None], torch.tanh(self.init_c(mean))[None]  # (1, B, H)
+        keys = self.key(annotations) if self.config.attention else annotations[:, :, :0]  # (N, B, A) or (N, B, 0)
+        return h, c, annotations, keys
+
+    # ---- one word ----------------------------------------------------------------------
+    def attend(self, h: Tensor, annotations: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """h (B, H) -> (weights alpha (N, B) summing to 1 over N, gated context (B, D))."""
+        energy = self.score(tanh(keys + self.query(h)[None]))[..., 0]  # (N, B)
+        alpha = energy.softmax(0)
+        context = (alpha[..., None] * annotations).sum(0)  # (B, D)
+        return alpha, torch.sigmoid(self.gate(h)) * context
+
+    def forward(self, features: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: features (B, C, h, w), inputs (B, T) = [BOS, w1, ...] -> (logits (B, T, V), alphas (B, T, N))."""
+        hidden, alphas, _ = self.run(inputs, self.initial_state(features))
+        return self.logits(hidden), alphas
+
+    def run(self, inputs: Tensor, state: State) -> tuple[Tensor, Tensor, State]:
+        """Feed inputs (B, T) from state -> (hidden (B, T, H), alphas (B, T, N), the state after the last input)."""
+        h, c, annotations, keys = state
+        h, c = h[0], c[0]  # (B, H)
+        embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
+        outputs, weights = [], []
+        for t in range(inputs.size(1)):
+            x = embedded[:, t]
+            if self.config.attention:
+                alpha, context = self.attend(h, annotations, keys)
+                weights.append(alpha.t())  # (B, N)
+                x = torch.cat([x, context], 1)
+            h, c = self.cell(x, (h, c))
+            outputs.append(h)
+        hidden = torch.stack(outputs, 1)  # (B, T, H)
+        alphas = torch.stack(weights, 1) if weights else hidden.new_zeros(*inputs.shape, 0)  # (B, T, N)
+        return hidden, alphas, (h[None], c[None], annotations, keys)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.output(self.dropout(hidden))  # (..., V)
+
+    def stepper(self, make_linear=None) -> "AttentionStep":
+        """A fast one-word step over the current weights (inference only; rebuild after training)."""
+        from genseq.generation.precision import LINEAR_KINDS
+
+        return AttentionStep(self, make_linear or LINEAR_KINDS["fp32"])
+
+
+class AttentionStep:
+    """One word for a whole batch: (ids (B,), state) -> (logits (B, V), state), as genseq's engine calls it.
+
+    Each matrix product is built once by make_linear (packed fp32, bf16 or int8,
+    from genseq.generation.precision): the LSTM's [W_ih | W_hh] as one product,
+    and the attention query and the gate, both read from h, as another. It
+    gives CaptionDecoder.run's outputs to 1e-5 in fp32.
+    """
+
+    def __init__(self, decoder: CaptionDecoder, make_linear):
+        self.attention = decoder.config.attention
+        self.embedding = decoder.embedding.weight.detach()
+        cell = decoder.cell
+        self.cell = make_linear(torch.cat([cell.weight_ih, cell.weight_hh], 1).detach(), (cell.bias_ih + cell.bias_hh).detach())
+        if self.attention:
+            self.attention_size = decoder.config.attention_size
+            weight = torch.cat([decoder.query.weight, decoder.gate.weight]).detach()  # (A + D, H)
+            self.query_and_gate = make_linear(weight, torch.cat([decoder.query.bias, decoder.gate.bias]).detach())
+            self.score_weight = decoder.score.weight.detach()[0]  # (A,)
+            self.score_offset = (decoder.score.bias - decoder.score.weight.sum()).detach()
+        self.output = make_linear(decoder.output.weight.detach(), decoder.output.bias.detach())
+
+    @torch.inference_mode()
+    def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        h, c, annotations, keys = state
+        h, c = h[0], c[0]  # (B, H)
+        x = self.embedding[ids]  # (B, E)
+        if self.attention:
+            _, context = self.attend(h, annotations, keys)
+            x = torch.cat([x, context], 1)  # (B, E + D)
+        gates = self.cell(torch.cat([x, h], 1))  # (B, 4H), PyTorch's order i, f, g, o
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return self.output(h), (h[None], c[None], annotations, keys)
+
+    def attend(self, h: Tensor, annotations: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """As CaptionDecoder.attend: -> (alpha (N, B), gated context (B, D))."""
+        projected = self.query_and_gate(h)  # (B, A + D)
+        query, gate = projected[:, : self.attention_size], projected[:, self.attention_size :]
+        # w . tanh(x) + b = 2 w . sigmoid(2x) - sum(w) + b, in place on the one (N, B, A) tensor
+        pre = torch.add(keys, query[None]).mul_(2).sigmoid_()  # (N, B, A)
+        energy = (pre @ self.score_weight).mul_(2).add_(self.score_offset)  # (N, B)
+        alpha = energy.softmax(0)
+        context = (alpha[..., None] * annotations).sum(0)  # (B, D)
+        return alpha, torch.sigmoid(gate) * context
+
+
+class BoundDecoder:
+    """The decoder bound to a batch of images, shaped as genseq's generation engine expects a model.
+
+    encode() runs the prompt ([BOS]) from each image's initial state; stepper()
+    advances every row by one word. The image features live in the state, so
+    when the engine repeats rows for beams or drops finished ones, they follow.
+    """
+
+    def __init__(self, decoder: CaptionDecoder, features: Tensor):
+        self.decoder, self.features = decoder, features  # features (P, C, h, w)
+
+    def encode(self, ids: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """ids (P, T), one row per image -> (hidden (P, T, H), state after the last id)."""
+        if lengths is not None:
+            raise ConfigError("caption prompts must all have the same length")
+        hidden, _, state = self.decoder.run(ids, self.decoder.initial_state(self.features))
+        return hidden, state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.decoder.logits(hidden)
+
+    def stepper(self, make_linear=None) -> AttentionStep:
+        return self.decoder.stepper(make_linear)
+
+    def parameters(self):
+        return self.decoder.parameters()
+
+    @property
+    def training(self) -> bool:
+        return self.decoder.training
+
+    def train(self, mode: bool = True) -> "BoundDecoder":
+        self.decoder.train(mode)
+        return self
+
+    def eval(self) -> "BoundDecoder":
+        return self.train(False)

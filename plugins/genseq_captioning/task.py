@@ -1,0 +1,177 @@
+"""The `captioning` task: image in, caption out, with its log-probability, the ranked beams and attention maps.
+
+Images arrive as paths (the CLI) or PIL images (the web app). A file that
+cannot be read gives that item {"image", "error"} with one sentence; the
+other images of the batch are still captioned. Every sampling option of the
+generation engine is an option here; temperature 0 (the default) is greedy.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import warnings
+
+from genseq.tasks import Input, Option, Output, Task
+
+MAX_NEW_TOKENS = 10_000  # the engine's cap
+
+
+class CaptioningTask(Task):
+    name = "captioning"
+    description = "Describe an image in words: a CNN encoder and an LSTM decoder with attention."
+    inputs = (Input("image", "image", "an image file (any format Pillow reads) or a PIL image"),)
+    outputs = (
+        Output("caption", "text", "the best caption"),
+        Output("captions", "ranked", "every beam's caption with its probability (with num_beams above 1)"),
+        Output("attention", "image", "the image with one attention heat map per word (with the attention option)"),
+    )
+    options = (
+        Option("num_beams", 1, "beam search with this many beams; 1 is greedy or sampling", minimum=1, maximum=64),
+        Option("max_new_tokens", 40, "tokens per caption at most", minimum=1),
+        Option("temperature", 0.0, "0 is greedy (the default); above 0 samples", minimum=0.0),
+        Option("top_k", 0, "sample from the k most likely tokens; 0 keeps all", minimum=0),
+        Option("top_p", 1.0, "sample from the most likely tokens holding this probability", minimum=0.0, maximum=1.0,
+               exclusive_minimum=True),
+        Option("min_p", 0.0, "drop tokens less likely than this times the best one", minimum=0.0, maximum=1.0),
+        Option("typical_p", 1.0, "locally typical sampling mass", minimum=0.0, maximum=1.0, exclusive_minimum=True),
+        Option("repetition_penalty", 1.0, "above 1 makes tokens already used less likely", minimum=0.0,
+               exclusive_minimum=True),
+        Option("no_repeat_ngram", 0, "never repeat an n-gram of this many tokens; 0 allows all", minimum=0),
+        Option("min_new_tokens", 0, "the end of the caption is masked until this many tokens", minimum=0),
+        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this"),
+        Option("num_return_sequences", 1, "sampled captions per image (beam search returns every beam)", minimum=1,
+               maximum=64),
+        Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True),
+        Option("seed", None, "seed of the sampling; none draws a fresh one", type=int, minimum=0),
+        Option("precision", "fp32", "of the decoding step; bf16 and int8 are faster", choices=("fp32", "bf16", "int8")),
+        Option("attention", False, "return the attention-map picture of each image"),
+        Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str),
+    )
+
+    def load(self, model_path):
+        from .captioner import default_dir, load_captioner
+
+        self.model_name = str(model_path or default_dir())
+        return load_captioner(model_path, device=self.device)
+
+    def predict(self, captioner, batch, options):
+        from .images import load_batch, source_name
+
+        encoder_config = captioner.encoder.config
+        loaded = load_batch([item["image"] for item in batch], encoder_config.image_size, encoder_config.mean, encoder_config.std)
+        results: list[dict] = [{"image": source_name(item["image"], i)} for i, item in enumerate(batch)]
+        for index, error in loaded.errors.items():
+            results[index]["error"] = error
+        if not loaded.rows:
+            return results
+        config, seed = self._config(options)
+        start = time.perf_counter()
+        features = captioner.encode_images(loaded.pixels)  # (G, C, h, w)
+        captions = captioner.generate(features, config)
+        weights = captioner.attention(features, [ranked[0].tokens for ranked in captions])
+        seconds = round(time.perf_counter() - start, 4)
+        rows = []
+        for position, index in enumerate(loaded.rows):
+            result, row = self._result(captioner, captions[position], weights[position], loaded.squares[position])
+            results[index].update(result, seed=seed, seconds=seconds)
+            rows.append(row)
+        self._pictures(captioner, results, loaded.rows, rows, options)
+        return results
+
+    # ---- `genseq train captioning` and `genseq eval captioning` ---------------------------
+    @classmethod
+    def add_train_arguments(cls, parser):
+        from .cli import add_train_arguments
+
+        add_train_arguments(parser)
+
+    @classmethod
+    def train(cls, args):
+        from .cli import run_train
+
+        return run_train(args)
+
+    @classmethod
+    def add_eval_arguments(cls, parser):
+        from .cli import add_eval_arguments
+
+        add_eval_arguments(parser)
+
+    @classmethod
+    def evaluate(cls, args):
+        from .cli import run_eval
+
+        return run_eval(args)
+
+    def to_json(self, batch, results):
+        keys = ("image", "caption", "logprob", "error")
+        return [{key: result[key] for key in keys if key in result} for result in results]
+
+    # ---- helpers -------------------------------------------------------------------
+    def _config(self, options):
+        from genseq.generation import GenerationConfig
+
+        engine = {name: value for name, value in options.items() if name not in ("attention", "attention_map")}
+        engine["no_repeat_ngram_size"] = engine.pop("no_repeat_ngram")
+        if engine["max_new_tokens"] > MAX_NEW_TOKENS:
+            warnings.warn(f"max_new_tokens {engine['max_new_tokens']} is capped at {MAX_NEW_TOKENS}", stacklevel=3)
+            engine["max_new_tokens"] = MAX_NEW_TOKENS
+        engine["min_new_tokens"] = min(engine["min_new_tokens"], engine["max_new_tokens"])
+        if engine["num_beams"] > 1:
+            if engine["temperature"] == 0.0:  # greedy is this task's default; beam search takes the neutral 1
+                engine["temperature"] = 1.0
+            engine["num_return_sequences"] = engine["num_beams"]
+        engine["seed"] = secrets.randbits(31) if engine["seed"] is None else engine["seed"]
+        return GenerationConfig(**engine), engine["seed"]
+
+    @staticmethod
+    def _result(captioner, ranked, weights, square):
+        """One image's result and its attention-map row."""
+        import math
+
+        from .attention_map import AttentionRow, words_and_weights
+
+        best = ranked[0]
+        tokens = best.tokens[:-1] if best.finish_reason == "eos" else best.tokens
+        words, grids = words_and_weights([captioner.tokenizer.id_to_piece(t) for t in tokens], weights[: len(tokens)])
+        result = {
+            "caption": best.text,
+            "logprob": best.logprob,
+            "finish_reason": best.finish_reason,
+            "captions": [{"label": c.text, "prob": math.exp(c.logprob)} for c in ranked],
+            "words": words,
+            "attention_weights": grids.round(4).tolist(),  # (W, h, w): where the decoder looked for each word
+        }
+        return result, AttentionRow(square, best.text, words, grids)
+
+    @staticmethod
+    def _pictures(captioner, results, indices, rows, options):
+        if not (options["attention"] or options["attention_map"]):
+            return
+        from genseq.errors import ConfigError
+
+        from .attention_map import render
+
+        if not captioner.decoder.config.attention:
+            raise ConfigError("this captioner has no attention (a Show and Tell model), so it has no attention maps")
+        if options["attention_map"]:
+            _write_png(options["attention_map"], render(rows))
+        if options["attention"]:
+            import io
+
+            from PIL import Image
+
+            for index, row in zip(indices, rows):
+                results[index]["attention"] = Image.open(io.BytesIO(render([row])))
+
+
+def _write_png(path: str, data: bytes) -> None:
+    from pathlib import Path
+
+    from genseq.errors import ConfigError
+
+    try:
+        Path(path).write_bytes(data)
+    except OSError as error:
+        raise ConfigError(f"cannot write the attention map to {path}: {error.strerror}") from None
