@@ -29,7 +29,7 @@ SHARED = "../shared/data/captions/validation"
 
 
 def features_of(captioner: Captioner, count: int) -> torch.Tensor:
-    """(count, C, h, w) features of validation images when ../shared is there, else of seeded noise images."""
+    """(count, C, h, w) features of validation images (evenly spaced) when ../shared is there, else of noise images."""
     from pathlib import Path
 
     from genseq_captioning.images import load_batch
@@ -37,7 +37,8 @@ def features_of(captioner: Captioner, count: int) -> torch.Tensor:
     config = captioner.encoder.config
     folder = Path(SHARED)
     if folder.exists():
-        sources = sorted(str(p) for p in folder.rglob("*.png"))[:count]
+        every = sorted(str(p) for p in folder.rglob("*.png"))
+        sources = every[:: max(1, len(every) // count)][:count]  # spread over both sources: emoji and Tux Paint stamps
         pixels = load_batch(sources, config.image_size, config.mean, config.std).pixels
     else:
         pixels = torch.rand(count, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0))

@@ -226,7 +226,7 @@ def cached_features(encoder, images: Sequence[Any], batch_size: int = 32, progre
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         errors = {int(k): v for k, v in json.loads(meta_path.read_text())["errors"].items()}
-        return Features(torch.from_numpy(np.load(path, mmap_mode="r")[:].copy()), errors)
+        return Features(torch.from_numpy(np.load(path)), errors)
     values, errors = compute_features(encoder, images, batch_size, progress, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, _npy_bytes(values.numpy()))
