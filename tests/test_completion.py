@@ -39,9 +39,20 @@ def test_suggestions_are_ranked_words_with_probabilities(task):
     assert all(s["label"] and " " not in s["label"] for s in suggestions)
 
 
-def test_a_prompt_ending_mid_word_gets_completions_of_that_word(task):
-    suggestions = task.run({"prompt": "Shall I compare thee to a sum"}, suggest=5)["suggestions"]
-    assert suggestions and all(s["label"].startswith("sum") for s in suggestions)
+def test_a_typed_word_that_is_its_own_likeliest_completion_is_taken_as_finished(task, monkeypatch):
+    import genseq_completion.suggest as suggest
+
+    calls = []
+    original = suggest.suggest_words
+
+    def record(step, state, logits, vocabulary, partial, k):
+        calls.append(partial)
+        found = original(step, state, logits, vocabulary, partial, k)
+        return [{"word": partial, "prob": 1.0}, *found] if partial else found
+
+    monkeypatch.setattr(suggest, "suggest_words", record)
+    task.run({"prompt": "Shall I compare thee to"}, suggest=3)
+    assert calls == ["to", ""]
 
 
 def test_json_documents(task):

@@ -144,10 +144,22 @@ class _Search:
 
 @torch.no_grad()
 def next_words(model, tokenizer, prompt: str, k: int = 5) -> list[dict]:
-    """The k most likely next words after prompt (completions of its last word if it ends mid-word)."""
-    context, partial = split_prompt(prompt)
-    ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(context)]])
+    """The k most likely next words after prompt.
+
+    A prompt that ends mid-word ("To be or not t") gets completions of that
+    word. When the likeliest completion is the typed word itself ("To be or not
+    to"), the word is taken as finished and the words after it are suggested.
+    """
     model.eval()
+    context, partial = split_prompt(prompt)
+    suggestions = _search(model, tokenizer, context, partial, k)
+    if partial and suggestions and suggestions[0]["word"] == partial:
+        suggestions = _search(model, tokenizer, prompt.rstrip(" \t"), "", k)
+    return suggestions
+
+
+def _search(model, tokenizer, context: str, partial: str, k: int) -> list[dict]:
+    ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(context)]])
     features, state = model.encode(ids)
     first_logits = model.logits(features[0, -1])  # (V,)
     return suggest_words(model.stepper(), state, first_logits, Vocabulary.from_tokenizer(tokenizer), partial, k)
