@@ -10,9 +10,8 @@ import secrets
 import time
 import warnings
 
+from genseq.generation.config import MAX_NEW_TOKENS  # the engine's cap; larger requests are capped with a warning
 from genseq.tasks import Input, Option, Output, Task
-
-MAX_NEW_TOKENS = 10_000  # the engine's cap; larger requests are capped with a warning
 
 
 class CompletionTask(Task):
