@@ -126,3 +126,12 @@ def test_stdin_that_is_not_utf8_is_a_clear_error(capsys, monkeypatch, checkpoint
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfeabc")))
     code, _, err = run_cli(capsys, "generate", "--prompt", "-", "--model", checkpoint)
     assert code == 2 and "not UTF-8" in err
+
+
+def test_banned_ids_are_never_generated(capsys, checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "x", "--model", checkpoint, "--max-new-tokens", "30",
+                           "--temperature", "0", "--banned-ids", "5", "6", "7", "--json")
+    tokens = json.loads(out)["completions"][0]["tokens"]
+    assert code == 0 and not {5, 6, 7} & set(tokens)
+    code, _, err = run_cli(capsys, "generate", "--prompt", "x", "--model", checkpoint, "--banned-ids", "five")
+    assert code == 2 and "option banned_ids must hold token ids" in err

@@ -40,6 +40,7 @@ class CompletionTask(Task):
         Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this"),
         Option("num_return_sequences", 1, "continuations to return", minimum=1, maximum=64),
         Option("stop", (), "stop when the text contains one of these strings (left out of it)", type=tuple),
+        Option("banned_ids", (), "token ids never generated", type=tuple),
         Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True),
         Option("seed", None, "seed of the sampling; none draws a fresh one (reported in the JSON)", type=int,
                minimum=0),
@@ -98,6 +99,7 @@ class CompletionTask(Task):
         engine = dict(options)
         engine.pop("suggest")
         engine["no_repeat_ngram_size"] = engine.pop("no_repeat_ngram")
+        engine["banned_token_ids"] = _token_ids(engine.pop("banned_ids"))
         if engine["max_new_tokens"] > MAX_NEW_TOKENS:
             warnings.warn(f"max_new_tokens {engine['max_new_tokens']} is capped at {MAX_NEW_TOKENS}", stacklevel=2)
             engine["max_new_tokens"] = MAX_NEW_TOKENS
@@ -119,3 +121,12 @@ class CompletionTask(Task):
         from .suggest import next_words
 
         return {"suggestions": [{"label": s["word"], "prob": s["prob"]} for s in next_words(model, tokenizer, prompt, k)]}
+
+
+def _token_ids(values) -> tuple[int, ...]:
+    from genseq import ConfigError
+
+    try:
+        return tuple(int(value) for value in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option banned_ids must hold token ids (integers), not {list(values)!r}") from None
