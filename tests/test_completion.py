@@ -82,3 +82,11 @@ def test_absurd_max_new_tokens_is_capped_with_a_warning(task):
 def test_bad_options_are_clear_errors(task, options, message):
     with pytest.raises(ConfigError, match=message):
         task.run({"prompt": "x"}, **options)
+
+
+def test_a_prompt_with_a_trailing_space_continues_with_a_whole_word(task):
+    spaced = task.run({"prompt": "Shall I compare thee to a "}, max_new_tokens=8, temperature=0)
+    plain = task.run({"prompt": "Shall I compare thee to a"}, max_new_tokens=8, temperature=0)
+    assert plain["text"].startswith(" ") and spaced["text"] == plain["text"][1:]
+    streamed = list(task.stream({"prompt": "Shall I compare thee to a "}, max_new_tokens=8, temperature=0))
+    assert streamed[-1]["text"] == spaced["text"]

@@ -62,8 +62,11 @@ class CompletionTask(Task):
 
         config, seed = self._config(options)
         start = time.perf_counter()
-        per_prompt = generate(model, tokenizer, [item["prompt"] for item in batch], config)
+        per_prompt = generate(model, tokenizer, [_without_trailing_space(item["prompt"]) for item in batch], config)
         seconds = time.perf_counter() - start
+        for item, completions in zip(batch, per_prompt):
+            for completion in completions:
+                completion.text = _after(item["prompt"], completion.text)
         return [self._result(item["prompt"], completions, seed, seconds) for item, completions in zip(batch, per_prompt)]
 
     def predict_stream(self, loaded, inputs, options):
@@ -75,11 +78,13 @@ class CompletionTask(Task):
         model, tokenizer = loaded
         config, seed = self._config(options)
         start = time.perf_counter()
-        deltas, text = stream(model, tokenizer, inputs["prompt"], config), ""
+        prompt = inputs["prompt"]
+        deltas, text = stream(model, tokenizer, _without_trailing_space(prompt), config), ""
         for delta in deltas:
-            text += delta
+            text = _after(prompt, text + delta)
             yield {"text": text}
-        yield self._result(inputs["prompt"], [deltas.completion], seed, time.perf_counter() - start)
+        deltas.completion.text = _after(prompt, deltas.completion.text)
+        yield self._result(prompt, [deltas.completion], seed, time.perf_counter() - start)
 
     def to_json(self, batch, results):
         if results and "suggestions" in results[0]:
@@ -130,3 +135,14 @@ def _token_ids(values) -> tuple[int, ...]:
         return tuple(int(value) for value in values)
     except (TypeError, ValueError):
         raise ConfigError(f"option banned_ids must hold token ids (integers), not {list(values)!r}") from None
+
+
+def _without_trailing_space(prompt: str) -> str:
+    """A trailing space would be encoded as a bare word-start piece, after which the model
+    spells a word out of fragments; the model starts the next word with its own space instead."""
+    return prompt.rstrip(" ")
+
+
+def _after(prompt: str, text: str) -> str:
+    """The continuation as it follows the prompt as typed: no second space after a trailing one."""
+    return text[1:] if prompt.endswith(" ") and text.startswith(" ") else text
