@@ -10,7 +10,7 @@ as a stream of partial outputs.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterator
 
 from .errors import ConfigError

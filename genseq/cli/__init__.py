@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from .. import __version__
@@ -59,3 +60,26 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
+
+
+def duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m' or '1.5h'."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 300, 300s, 15m or 2h, not {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def run_directory(out: str | None, resume: str | None, changes_model: bool) -> str:
+    """The run directory of `--out DIR` (a new run) or `--resume DIR` (continue one), for any trainer."""
+    from ..errors import ConfigError
+
+    if resume:
+        if out and out != resume:
+            raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
+        if changes_model:
+            raise ConfigError("model and tokenizer options cannot change when resuming; drop them or start a new --out")
+        return resume
+    if not out:
+        raise ConfigError("--out is required (or --resume DIR to continue a run)")
+    return out

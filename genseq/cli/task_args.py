@@ -9,7 +9,6 @@ belongs to another task than the one chosen is rejected by name.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from typing import Iterable

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-from . import non_negative_float, positive_int
+from . import duration, non_negative_float, positive_int, run_directory
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
                  "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
-
-
-def duration(text: str) -> float:
-    """Seconds from '90', '90s', '15m' or '1.5h'."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration like 300, 300s, 15m or 2h, not {text!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def add_parser(subparsers) -> None:
@@ -101,7 +92,6 @@ def add_lm_parser(tasks) -> None:
 
 
 def run(args) -> int:
-    from ..errors import ConfigError
     from ..train import TrainConfig, train_language_model
 
     if args.dropout is not None:
@@ -109,14 +99,7 @@ def run(args) -> int:
             if getattr(args, name) is None:
                 setattr(args, name, args.dropout)
     model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
-    if args.resume:
-        if args.out and args.out != args.resume:
-            raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
-        if model_options or args.tokenizer:
-            raise ConfigError("model and tokenizer options cannot change when resuming; drop them or start a new --out")
-    elif not args.out:
-        raise ConfigError("--out is required (or --resume DIR to continue a run)")
-    out_dir = args.resume or args.out
+    out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or args.tokenizer))
     config = TrainConfig(
         batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,

@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _duration(text: str) -> float:
-    """Seconds from '90', '90s', '15m' or '1.5h'."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration like 300, 300s, 15m or 2h, not {text!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+from genseq.cli import duration, positive_int, run_directory
 
 
 def _add_data_arguments(parser, split: str) -> None:
@@ -47,21 +33,21 @@ def add_train_arguments(parser) -> None:
     encoder.add_argument("--encoder-weights", default="auto",
                          help="auto (default), default (the shipped captioner's EfficientNet-Lite0), imagenet "
                               "(torchvision's download), none (random), or a .pth/.safetensors file")
-    encoder.add_argument("--image-size", type=_positive_int, help="side of the square the images are letterboxed to (default 224)")
+    encoder.add_argument("--image-size", type=positive_int, help="side of the square the images are letterboxed to (default 224)")
     encoder.add_argument("--trainable-stages", type=int, help="fine-tune the encoder's last N stages (default 0: frozen)")
 
     decoder = parser.add_argument_group("decoder")
     decoder.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
                          help="soft attention (Show, Attend and Tell; default) or none (Show and Tell)")
     for name in ("feature_size", "embedding_size", "hidden_size", "attention_size"):
-        decoder.add_argument("--" + name.replace("_", "-"), type=_positive_int)
+        decoder.add_argument("--" + name.replace("_", "-"), type=positive_int)
     decoder.add_argument("--dropout", type=float)
-    decoder.add_argument("--vocab-size", type=_positive_int, default=1000)
+    decoder.add_argument("--vocab-size", type=positive_int, default=1000)
     decoder.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
 
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=_positive_int, default=30)
-    training.add_argument("--batch-size", type=_positive_int, default=32)
+    training.add_argument("--epochs", type=positive_int, default=30)
+    training.add_argument("--batch-size", type=positive_int, default=32)
     training.add_argument("--lr", type=float, default=2e-3)
     training.add_argument("--encoder-lr", type=float, default=1e-4, help="for fine-tuned encoder stages")
     training.add_argument("--weight-decay", type=float, default=0.0)
@@ -70,8 +56,8 @@ def add_train_arguments(parser) -> None:
     training.add_argument("--attention-regularization", type=float, default=1.0,
                           help="lambda of the doubly stochastic attention regularisation (0: off)")
     training.add_argument("--patience", type=int, default=5, help="epochs without a better validation BLEU-4 before stopping (0: never)")
-    training.add_argument("--max-caption-tokens", type=_positive_int, default=40)
-    training.add_argument("--max-time", type=_duration, help="training time budget (300, 15m, 2h)")
+    training.add_argument("--max-caption-tokens", type=positive_int, default=40)
+    training.add_argument("--max-time", type=duration, help="training time budget (300, 15m, 2h)")
     training.add_argument("--checkpoint-minutes", type=float, default=5.0)
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -83,20 +69,11 @@ DECODER_FLAGS = ("attention", "feature_size", "embedding_size", "hidden_size", "
 
 
 def run_train(args) -> int:
-    from genseq.errors import ConfigError
-
     from .encoder import EncoderConfig
     from .train import CaptionTrainConfig, DataSpec, train_captioner
 
     model_flags = [name for name in ENCODER_FLAGS + DECODER_FLAGS if getattr(args, name) is not None]
-    if args.resume:
-        if args.out and args.out != args.resume:
-            raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
-        if model_flags or args.tokenizer:
-            raise ConfigError("model and tokenizer options cannot change when resuming; drop them or start a new --out")
-    elif not args.out:
-        raise ConfigError("--out is required (or --resume DIR to continue a run)")
-    out_dir = args.resume or args.out
+    out_dir = run_directory(args.out, args.resume, changes_model=bool(model_flags or args.tokenizer))
     data = DataSpec(args.data, args.valid, args.split, args.valid_split, args.image_column, tuple(args.caption_columns or ()))
     encoder_options = {name: getattr(args, name) for name in ("image_size", "trainable_stages") if getattr(args, name) is not None}
     if args.encoder:
@@ -128,10 +105,10 @@ def run_train(args) -> int:
 def add_eval_arguments(parser) -> None:
     parser.add_argument("--model", help="captioner checkpoint directory (default: the shipped captioner)")
     _add_data_arguments(parser, "validation")
-    parser.add_argument("--num-beams", type=_positive_int, nargs="+", default=[1, 3],
+    parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 3],
                         help="beam widths to evaluate; 1 is greedy (default: 1 3)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=40)
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images decoded together")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=40)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
