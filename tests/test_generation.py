@@ -209,6 +209,45 @@ def test_beam_search_at_the_length_limit_returns_the_live_beams(lstm):
     assert len({tuple(b.tokens) for b in beams}) == 4
 
 
+
+class PromptBiased(nn.Module):
+    """The lstm with a per-prompt logit bias (P, V) carried as the last state entry, the same for all beams of a prompt."""
+
+    def __init__(self, lm, biases, invariant: bool):
+        super().__init__()
+        self.lm, self.biases = lm, biases
+        if invariant:
+            self.beam_invariant_state = (2,)  # after the LSTM's h and c
+
+    def encode(self, ids, state=None, lengths=None):
+        features, state = self.lm.encode(ids, lengths=lengths)
+        return features, (*state, self.biases[None])
+
+    def logits(self, features):
+        return self.lm.logits(features)
+
+    def stepper(self, make_linear=None):
+        step = self.lm.stepper(make_linear)
+
+        def biased(ids, state):
+            logits, inner = step(ids, state[:-1])
+            return logits + state[-1][0], (*inner, state[-1])
+
+        return biased
+
+
+def test_beam_invariant_state_entries_give_the_same_beams(lstm):
+    # The bias steers each prompt differently, so an entry that followed the wrong rows would show;
+    # early_stopping=False and EOS made likely let prompts finish at different steps (rows leave the batch).
+    biases = torch.randn(len(PROMPTS), 60, generator=torch.Generator().manual_seed(1))
+    biases[:, EOS] = torch.tensor([2.0, 0.0, 4.0])
+    config = GenerationConfig(max_new_tokens=12, num_beams=3, num_return_sequences=3, early_stopping=False)
+    declared = generate_ids(PromptBiased(lstm, biases, True), PROMPTS, config, eos_id=EOS)
+    reordered = generate_ids(PromptBiased(lstm, biases, False), PROMPTS, config, eos_id=EOS)
+    assert [[(s.tokens, s.score) for s in r] for r in declared] == [[(s.tokens, s.score) for s in r] for r in reordered]
+    assert len({tuple(r[0].tokens) for r in declared}) > 1
+
+
 # ---- configuration -----------------------------------------------------------------------------
 @pytest.mark.parametrize("options,message", [
     (dict(temperature=-0.5), r"temperature must be in \[0, inf\)"),

@@ -4,6 +4,11 @@ Each step scores all beams' one-token extensions, keeps the 2 * num_beams best
 per prompt, files those ending in EOS as finished hypotheses and continues the
 best num_beams others; the state follows its beams by index_select on the batch
 dimension. A hypothesis is ranked by its log-probability / length ** length_penalty.
+
+A model may list in beam_invariant_state the indices of state tensors that are
+the same for all beams of a prompt and that its step passes on unchanged (a
+captioner's image features): beams only ever move within their own prompt's
+rows, so these are not reordered when beams fork, only when prompts leave.
 """
 
 from __future__ import annotations
@@ -81,9 +86,10 @@ def beam_search(
         history = History.of(prompts, config.max_new_tokens, logits.device).select(rows)
         beams = Beams(list(range(len(prompts))), first, torch.zeros_like(first), history)
         processors = build_processors(config, eos_id, logits.size(-1), history.prompt_length)
+        invariant = frozenset(getattr(model, "beam_invariant_state", ()))
         for position in range(config.max_new_tokens):
             beams, sources = _extend(beams, logits, processors, hypotheses, K, eos_id)  # sources (R,)
-            state = select_rows(state, sources)
+            state = _follow_beams(state, sources, invariant)
             if stop_hook:
                 stop_hook.select(sources.tolist())
                 _file_stopped(beams, stop_hook.update(beams.last_tokens().tolist()), hypotheses, K)
@@ -103,33 +109,54 @@ def beam_search(
 
 
 def _extend(beams: Beams, logits: Tensor, processors, hypotheses, K: int, eos_id: int) -> tuple[Beams, Tensor]:
-    """Extend every beam by one token; EOS extensions become hypotheses. -> (new beams, their source rows (R,))."""
-    V = logits.size(-1)
-    log_probs = apply_processors(processors, beams.history.ids, logits).log_softmax(-1, dtype=torch.float64)  # (R, V)
+    """Extend every beam by one token; EOS extensions become hypotheses. -> (new beams, their source rows (R,)).
+
+    Per prompt, the 2K best candidates in rank order: the first K that do not end
+    in EOS go on as beams, and an EOS among the top K is filed as a hypothesis. This
+    is done with tensor operations on all prompts at once, so the Python work of a
+    step does not grow with the number of prompts.
+    """
+    A, V, device = len(beams.prompts), logits.size(-1), logits.device
+    processed = apply_processors(processors, beams.history.ids, logits)
     model_log_probs = logits.log_softmax(-1, dtype=torch.float64)  # (R, V)
-    candidates = (beams.scores[:, None] + log_probs).view(len(beams.prompts), K * V)  # (A, K * V)
-    top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K)
-    sources, tokens, scores = [], [], []
-    for block, (block_scores, block_index) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
-        chosen = []
-        for rank, (score, index) in enumerate(zip(block_scores, block_index)):
-            row, token = block * K + index // V, index % V
-            if token != eos_id:
-                chosen.append((row, token, score))
-            elif rank < K and score > NEG_INF:  # an EOS below the top K would not have been kept as a beam
-                logprob = beams.logprobs[row].item() + model_log_probs[row, token].item()
-                hypotheses[beams.prompts[block]].add(_generated(beams.history, row) + [token], score, logprob, "eos")
-            if len(chosen) == K:
-                break
-        chosen += [(block * K, 0, NEG_INF)] * (K - len(chosen))  # too few candidates (a tiny vocabulary): dead beams
-        for row, token, score in chosen:
-            sources.append(row), tokens.append(token), scores.append(score)
-    device = logits.device
-    sources_t, tokens_t = torch.tensor(sources, device=device), torch.tensor(tokens, device=device)
-    logprobs = beams.logprobs[sources_t] + model_log_probs[sources_t, tokens_t]  # (R,)
-    history = beams.history.select(sources_t)
-    history.append(tokens_t)
-    return Beams(beams.prompts, torch.tensor(scores, dtype=torch.float64, device=device), logprobs, history), sources_t
+    # Without processors (the usual beam search) both are the same: computed once.
+    log_probs = model_log_probs if processed is logits else processed.log_softmax(-1, dtype=torch.float64)  # (R, V)
+    candidates = (beams.scores[:, None] + log_probs).view(A, K * V)  # (A, K * V)
+    top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K), best first
+    rows = top_index.div(V, rounding_mode="floor") + torch.arange(0, A * K, K, device=device)[:, None]  # (A, 2K)
+    tokens = top_index % V  # (A, 2K)
+    is_eos = tokens == eos_id
+    rank = torch.arange(2 * K, device=device)
+    # An EOS below the top K would not have been kept as a beam, so it is not a hypothesis either.
+    _file_eos(beams, hypotheses, rows, tokens, top_scores, model_log_probs, is_eos & (rank < K) & (top_scores > NEG_INF))
+    # Each of the K beams has one EOS candidate, so at least K of the 2K are not EOS: take the
+    # first K of those in rank order (a stable sort puts the EOS ones last).
+    order = torch.where(is_eos, rank + 2 * K, rank).argsort(dim=1, stable=True)[:, :K]  # (A, K)
+    sources, tokens = rows.gather(1, order).view(-1), tokens.gather(1, order).view(-1)  # (R,)
+    scores = top_scores.gather(1, order).view(-1)  # (R,)
+    logprobs = beams.logprobs[sources] + model_log_probs[sources, tokens]  # (R,)
+    history = beams.history.select(sources)
+    history.append(tokens)
+    return Beams(beams.prompts, scores, logprobs, history), sources
+
+
+def _file_eos(beams: Beams, hypotheses, rows, tokens, scores, model_log_probs, filed) -> None:
+    """The candidates where filed (A, 2K) is True become hypotheses, in prompt then rank order."""
+    blocks, ranks = filed.nonzero(as_tuple=True)
+    if len(blocks) == 0:
+        return
+    eos_rows, eos_tokens = rows[blocks, ranks], tokens[blocks, ranks]
+    logprobs = (beams.logprobs[eos_rows] + model_log_probs[eos_rows, eos_tokens]).tolist()
+    history = beams.history
+    generated = torch.cat([history.buffer[eos_rows, history.prompt_length : history.length], eos_tokens[:, None]], 1)
+    for block, tokens, score, logprob in zip(blocks.tolist(), generated.tolist(), scores[blocks, ranks].tolist(), logprobs):
+        hypotheses[beams.prompts[block]].add(tokens, score, logprob, "eos")
+
+
+def _follow_beams(state, sources: Tensor, invariant: frozenset[int]):
+    """Each row's state becomes its source row's (sources (R,)), except for the beam-invariant entries:
+    sources stay within their prompt's K rows, where those are all the same."""
+    return tuple(s if i in invariant else s.index_select(1, sources.to(s.device)) for i, s in enumerate(state))
 
 
 def _file_stopped(beams: Beams, stopped: list[bool], hypotheses, K: int) -> None:

@@ -170,11 +170,13 @@ class AttentionStep:
         """As CaptionDecoder.attend: -> (alpha (N, B), gated context (B, D))."""
         projected = self.query_and_gate(h)  # (B, A + D)
         query, gate = projected[:, : self.attention_size], projected[:, self.attention_size :]
-        # w . tanh(x) + b = 2 w . sigmoid(2x) - sum(w) + b, in place on the one (N, B, A) tensor
-        pre = torch.add(keys, query[None]).mul_(2).sigmoid_()  # (N, B, A)
+        # w . tanh(x) + b = 2 w . sigmoid(2x) - sum(w) + b, in place on the one (N, B, A) tensor;
+        # 2 (keys + query) as 2 query + 2 keys in one pass (doubling is exact: the same bits)
+        pre = torch.add(2 * query[None], keys, alpha=2).sigmoid_()  # (N, B, A)
         energy = (pre @ self.score_weight).mul_(2).add_(self.score_offset)  # (N, B)
         alpha = energy.softmax(0)
-        context = (alpha[..., None] * annotations).sum(0)  # (B, D)
+        # sum_i alpha_i a_i as B (1 x N) @ (N x D) products: one pass over the annotations, none written
+        context = torch.bmm(alpha.t()[:, None], annotations.transpose(0, 1))[:, 0]  # (B, D)
         return alpha, torch.sigmoid(gate) * context
 
 
@@ -185,6 +187,10 @@ class BoundDecoder:
     advances every row by one word. The image features live in the state, so
     when the engine repeats rows for beams or drops finished ones, they follow.
     """
+
+    # The annotations and keys (state[2:]) are one image's, the same for all its beams, and the
+    # step passes them on unchanged: beam search need not reorder them as beams fork.
+    beam_invariant_state = (2, 3)
 
     def __init__(self, decoder: CaptionDecoder, features: Tensor):
         self.decoder, self.features = decoder, features  # features (P, C, h, w)
@@ -200,7 +206,12 @@ class BoundDecoder:
         return self.decoder.logits(hidden)
 
     def stepper(self, make_linear=None) -> AttentionStep:
-        return self.decoder.stepper(make_linear)
+        # A BoundDecoder lives for one batch of images, so genseq's cache of built steps (keyed by
+        # model) would pack the weights again for every batch: the step is the decoder's, cached there.
+        from genseq.generation.precision import LINEAR_KINDS, decoding_step
+
+        precision = {kind: name for name, kind in LINEAR_KINDS.items()}.get(make_linear or LINEAR_KINDS["fp32"])
+        return decoding_step(self.decoder, precision) if precision else self.decoder.stepper(make_linear)
 
     def parameters(self):
         return self.decoder.parameters()
