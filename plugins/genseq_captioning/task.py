@@ -8,13 +8,10 @@ generation engine is an option here; temperature 0 (the default) is greedy.
 
 from __future__ import annotations
 
-import secrets
 import time
-import warnings
 
+from genseq.generation.options import generation_config, generation_options
 from genseq.tasks import Input, Option, Output, Task
-
-MAX_NEW_TOKENS = 10_000  # the engine's cap
 
 
 class CaptioningTask(Task):
@@ -27,24 +24,7 @@ class CaptioningTask(Task):
         Output("attention", "image", "the image with one attention heat map per word (with the attention option)"),
     )
     options = (
-        Option("num_beams", 1, "beam search with this many beams; 1 is greedy or sampling", minimum=1, maximum=64),
-        Option("max_new_tokens", 40, "tokens per caption at most", minimum=1),
-        Option("temperature", 0.0, "0 is greedy (the default); above 0 samples", minimum=0.0),
-        Option("top_k", 0, "sample from the k most likely tokens; 0 keeps all", minimum=0),
-        Option("top_p", 1.0, "sample from the most likely tokens holding this probability", minimum=0.0, maximum=1.0,
-               exclusive_minimum=True),
-        Option("min_p", 0.0, "drop tokens less likely than this times the best one", minimum=0.0, maximum=1.0),
-        Option("typical_p", 1.0, "locally typical sampling mass", minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        Option("repetition_penalty", 1.0, "above 1 makes tokens already used less likely", minimum=0.0,
-               exclusive_minimum=True),
-        Option("no_repeat_ngram", 0, "never repeat an n-gram of this many tokens; 0 allows all", minimum=0),
-        Option("min_new_tokens", 0, "the end of the caption is masked until this many tokens", minimum=0),
-        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this"),
-        Option("num_return_sequences", 1, "sampled captions per image (beam search returns every beam)", minimum=1,
-               maximum=64),
-        Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True),
-        Option("seed", None, "seed of the sampling; none draws a fresh one", type=int, minimum=0),
-        Option("precision", "fp32", "of the decoding step; bf16 and int8 are faster", choices=("fp32", "bf16", "int8")),
+        *generation_options(without=("stop", "banned_ids"), max_new_tokens=40, temperature=0.0),
         Option("attention", False, "return the attention-map picture of each image"),
         Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str),
     )
@@ -110,20 +90,12 @@ class CaptioningTask(Task):
 
     # ---- helpers -------------------------------------------------------------------
     def _config(self, options):
-        from genseq.generation import GenerationConfig
-
-        engine = {name: value for name, value in options.items() if name not in ("attention", "attention_map")}
-        engine["no_repeat_ngram_size"] = engine.pop("no_repeat_ngram")
-        if engine["max_new_tokens"] > MAX_NEW_TOKENS:
-            warnings.warn(f"max_new_tokens {engine['max_new_tokens']} is capped at {MAX_NEW_TOKENS}", stacklevel=3)
-            engine["max_new_tokens"] = MAX_NEW_TOKENS
-        engine["min_new_tokens"] = min(engine["min_new_tokens"], engine["max_new_tokens"])
+        engine = dict(options)
         if engine["num_beams"] > 1:
             if engine["temperature"] == 0.0:  # greedy is this task's default; beam search takes the neutral 1
                 engine["temperature"] = 1.0
             engine["num_return_sequences"] = engine["num_beams"]
-        engine["seed"] = secrets.randbits(31) if engine["seed"] is None else engine["seed"]
-        return GenerationConfig(**engine), engine["seed"]
+        return generation_config(engine)
 
     @staticmethod
     def _result(captioner, ranked, weights, square):

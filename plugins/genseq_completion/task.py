@@ -6,11 +6,9 @@ switches from continuing the prompt to ranking the next whole word.
 
 from __future__ import annotations
 
-import secrets
 import time
-import warnings
 
-from genseq.generation.config import MAX_NEW_TOKENS  # the engine's cap; larger requests are capped with a warning
+from genseq.generation.options import generation_config, generation_options
 from genseq.tasks import Input, Option, Output, Task
 
 
@@ -25,26 +23,7 @@ class CompletionTask(Task):
         Output("completions", "json", "every continuation with its tokens, log-probability and finish reason"),
     )
     options = (
-        Option("max_new_tokens", 100, "tokens to generate at most", minimum=1),
-        Option("temperature", 1.0, "sampling temperature; 0 is greedy", minimum=0.0),
-        Option("top_k", 0, "keep the k most likely tokens; 0 keeps all", minimum=0),
-        Option("top_p", 1.0, "keep the most likely tokens holding this probability", minimum=0.0, maximum=1.0,
-               exclusive_minimum=True),
-        Option("min_p", 0.0, "drop tokens less likely than this times the best one", minimum=0.0, maximum=1.0),
-        Option("typical_p", 1.0, "locally typical sampling mass", minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        Option("repetition_penalty", 1.0, "above 1 makes tokens already seen less likely", minimum=0.0,
-               exclusive_minimum=True),
-        Option("no_repeat_ngram", 0, "never repeat an n-gram of this many tokens; 0 allows all", minimum=0),
-        Option("min_new_tokens", 0, "the end of text is masked until this many tokens", minimum=0),
-        Option("num_beams", 1, "beam search with this many beams; 1 samples", minimum=1, maximum=64),
-        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this"),
-        Option("num_return_sequences", 1, "continuations to return", minimum=1, maximum=64),
-        Option("stop", (), "stop when the text contains one of these strings (left out of it)", type=tuple),
-        Option("banned_ids", (), "token ids never generated", type=tuple),
-        Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True),
-        Option("seed", None, "seed of the sampling; none draws a fresh one (reported in the JSON)", type=int,
-               minimum=0),
-        Option("precision", "fp32", "of the decoding step; bf16 and int8 are faster", choices=("fp32", "bf16", "int8")),
+        *generation_options(),
         Option("suggest", 0, "instead of continuing, list this many most likely next words", minimum=0, maximum=100),
     )
 
@@ -60,7 +39,7 @@ class CompletionTask(Task):
             return [self._suggest(model, tokenizer, item["prompt"], options["suggest"]) for item in batch]
         from genseq.generation import generate
 
-        config, seed = self._config(options)
+        config, seed = generation_config(options)
         start = time.perf_counter()
         per_prompt = generate(model, tokenizer, [_without_trailing_space(item["prompt"]) for item in batch], config)
         seconds = time.perf_counter() - start
@@ -76,7 +55,7 @@ class CompletionTask(Task):
         from genseq.generation import stream
 
         model, tokenizer = loaded
-        config, seed = self._config(options)
+        config, seed = generation_config(options)
         start = time.perf_counter()
         prompt = inputs["prompt"]
         deltas, text = stream(model, tokenizer, _without_trailing_space(prompt), config), ""
@@ -98,20 +77,6 @@ class CompletionTask(Task):
         return documents[0] if len(documents) == 1 else documents
 
     # ---- helpers -------------------------------------------------------------------
-    def _config(self, options):
-        from genseq.generation import GenerationConfig
-
-        engine = dict(options)
-        engine.pop("suggest")
-        engine["no_repeat_ngram_size"] = engine.pop("no_repeat_ngram")
-        engine["banned_token_ids"] = _token_ids(engine.pop("banned_ids"))
-        if engine["max_new_tokens"] > MAX_NEW_TOKENS:
-            warnings.warn(f"max_new_tokens {engine['max_new_tokens']} is capped at {MAX_NEW_TOKENS}", stacklevel=2)
-            engine["max_new_tokens"] = MAX_NEW_TOKENS
-        engine["min_new_tokens"] = min(engine["min_new_tokens"], engine["max_new_tokens"])
-        engine["seed"] = secrets.randbits(31) if engine["seed"] is None else engine["seed"]
-        return GenerationConfig(**engine), engine["seed"]
-
     @staticmethod
     def _result(prompt, completions, seed, seconds):
         return {
@@ -126,15 +91,6 @@ class CompletionTask(Task):
         from .suggest import next_words
 
         return {"suggestions": [{"label": s["word"], "prob": s["prob"]} for s in next_words(model, tokenizer, prompt, k)]}
-
-
-def _token_ids(values) -> tuple[int, ...]:
-    from genseq import ConfigError
-
-    try:
-        return tuple(int(value) for value in values)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option banned_ids must hold token ids (integers), not {list(values)!r}") from None
 
 
 def _without_trailing_space(prompt: str) -> str:
