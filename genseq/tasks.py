@@ -21,25 +21,26 @@ OUTPUT_KINDS = ("text", "ranked", "image", "label", "number", "json")
 
 
 @dataclass(frozen=True)
-class Input:
+class _Port:
+    """A named, typed input or output; the subclass says which kinds it accepts."""
+
     name: str
     kind: str
     description: str = ""
+    KINDS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
-        if self.kind not in INPUT_KINDS:
-            raise ConfigError(f"input {self.name!r} has kind {self.kind!r}; kinds are {', '.join(INPUT_KINDS)}")
+        if self.kind not in self.KINDS:
+            role = type(self).__name__.lower()
+            raise ConfigError(f"{role} {self.name!r} has kind {self.kind!r}; kinds are {', '.join(self.KINDS)}")
 
 
-@dataclass(frozen=True)
-class Output:
-    name: str
-    kind: str
-    description: str = ""
+class Input(_Port):
+    KINDS = INPUT_KINDS
 
-    def __post_init__(self):
-        if self.kind not in OUTPUT_KINDS:
-            raise ConfigError(f"output {self.name!r} has kind {self.kind!r}; kinds are {', '.join(OUTPUT_KINDS)}")
+
+class Output(_Port):
+    KINDS = OUTPUT_KINDS
 
 
 @dataclass(frozen=True)
