@@ -2,14 +2,14 @@
 
 Both caption the same 64 images with 3 beams from the same encoder features
 (computed once beforehand, so the decoder is what is measured), in the same
-process with one thread. The reference is the loop that popular tutorials
-write: for each image, for each step, for each live beam, one call through
+process on the same threads (one unless --threads says more). The reference
+is the loop that popular tutorials write: for each image, for each step, for each live beam, one call through
 the decoder's modules, then a Python sort of the candidates. genseq advances
 every beam of every image in one fused step per word (genseq's generation
 engine). Hypotheses are ranked the same way in both (log-probability /
 length), so their captions agree; the fraction that does is printed.
 
-    python benchmarks/bench_captioning.py [--images 64] [--beams 3] [--repeats 3]
+    python benchmarks/bench_captioning.py [--images 64] [--beams 3] [--repeats 3] [--threads 1]
 
 The last line is the speed ratio.
 """
@@ -105,8 +105,9 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     captioner = load_captioner()
     features = features_of(captioner, args.images)
     config = GenerationConfig(num_beams=args.beams, max_new_tokens=args.max_new_tokens)
@@ -117,7 +118,7 @@ def main() -> None:
     slow_seconds, slow = timed(lambda: reference_beam_search(captioner, features, args.beams, args.max_new_tokens),
                                args.repeats)
     same = sum(best[0].tokens == tokens for best, tokens in zip(fast, slow)) / len(slow)
-    print(f"images {args.images}, beams {args.beams}, features {tuple(features.shape[1:])}, 1 thread, best of {args.repeats}")
+    print(f"images {args.images}, beams {args.beams}, features {tuple(features.shape[1:])}, {args.threads} thread(s), best of {args.repeats}")
     rows = [("reference, tutorial style (keys per call)", slow_seconds), ("reference with the keys cached", cached_seconds),
             ("genseq, bf16 decoding step", bf16_seconds), ("genseq (every image and beam per call)", fast_seconds)]
     for name, seconds in rows:

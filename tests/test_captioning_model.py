@@ -115,6 +115,37 @@ def test_the_fused_step_gives_the_teacher_forced_outputs(decoder, features):
     assert torch.allclose(torch.stack(stepped, 1), logits, atol=1e-5)
 
 
+def test_the_fused_step_broadcasts_one_row_of_image_features_over_its_beams(decoder, features):
+    h, c, annotations, keys = decoder.initial_state(features)
+    rows = torch.arange(3).repeat_interleave(2)  # two beams per image
+    h, c = torch.randn(1, 6, 20), torch.randn(1, 6, 20)
+    ids, step = torch.randint(4, 40, (6,)), decoder.stepper()
+    shared, _ = step(ids, (h, c, annotations, keys))
+    repeated, _ = step(ids, (h, c, annotations[:, rows], keys[:, rows]))
+    assert torch.allclose(shared, repeated, atol=1e-6)
+
+
+def test_the_start_word_through_the_fused_step_matches_the_teacher_forced_pass(decoder, features):
+    bos = torch.full((3, 1), 2)
+    with torch.inference_mode():
+        fused, fused_state = BoundDecoder(decoder, features).encode(bos)
+    hidden, _, state = decoder.run(bos, decoder.initial_state(features))
+    assert torch.allclose(fused, hidden, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused_state, state))
+
+
+class PerBeamFeatures(BoundDecoder):
+    prompt_state = ()  # the image features repeated on every beam's row, reordered with the beams
+
+
+def test_beam_search_keeping_image_features_once_per_image_finds_the_same_captions(decoder, features):
+    config = GenerationConfig(num_beams=3, num_return_sequences=3, max_new_tokens=8, early_stopping=False)
+    once = generate_ids(BoundDecoder(decoder, features), [[]] * 3, config, 3, start_id=2)
+    per_beam = generate_ids(PerBeamFeatures(decoder, features), [[]] * 3, config, 3, start_id=2)
+    assert [[s.tokens for s in r] for r in once] == [[s.tokens for s in r] for r in per_beam]
+    assert [s.score for r in once for s in r] == pytest.approx([s.score for r in per_beam for s in r], abs=1e-5)
+
+
 def test_beam_search_with_one_beam_is_greedy(decoder, features):
     from genseq.generation import beam_search
 

@@ -211,13 +211,13 @@ def test_beam_search_at_the_length_limit_returns_the_live_beams(lstm):
 
 
 class PromptBiased(nn.Module):
-    """The lstm with a per-prompt logit bias (P, V) carried as the last state entry, the same for all beams of a prompt."""
+    """The lstm with a per-prompt logit bias (P, V) carried as the last state entry, one row per prompt when declared."""
 
     def __init__(self, lm, biases, invariant: bool):
         super().__init__()
         self.lm, self.biases = lm, biases
         if invariant:
-            self.beam_invariant_state = (2,)  # after the LSTM's h and c
+            self.prompt_state = (2,)  # after the LSTM's h and c
 
     def encode(self, ids, state=None, lengths=None):
         features, state = self.lm.encode(ids, lengths=lengths)
@@ -231,12 +231,13 @@ class PromptBiased(nn.Module):
 
         def biased(ids, state):
             logits, inner = step(ids, state[:-1])
-            return logits + state[-1][0], (*inner, state[-1])
+            bias = state[-1][0]  # (P, V): one row per prompt, or per row when not declared
+            return logits + bias.repeat_interleave(len(ids) // len(bias), 0), (*inner, state[-1])
 
         return biased
 
 
-def test_beam_invariant_state_entries_give_the_same_beams(lstm):
+def test_per_prompt_state_entries_give_the_same_beams(lstm):
     # The bias steers each prompt differently, so an entry that followed the wrong rows would show;
     # early_stopping=False and EOS made likely let prompts finish at different steps (rows leave the batch).
     biases = torch.randn(len(PROMPTS), 60, generator=torch.Generator().manual_seed(1))

@@ -5,10 +5,12 @@ per prompt, files those ending in EOS as finished hypotheses and continues the
 best num_beams others; the state follows its beams by index_select on the batch
 dimension. A hypothesis is ranked by its log-probability / length ** length_penalty.
 
-A model may list in beam_invariant_state the indices of state tensors that are
-the same for all beams of a prompt and that its step passes on unchanged (a
-captioner's image features): beams only ever move within their own prompt's
-rows, so these are not reordered when beams fork, only when prompts leave.
+A model may list in prompt_state the indices of state tensors that belong to
+the prompt, not to a beam, and that its step passes on unchanged (a captioner's
+image features). Beam search keeps those at one row per searching prompt while
+the other entries have num_beams consecutive rows per prompt, so they are never
+repeated or reordered as beams fork, only selected when prompts leave; the
+model's step broadcasts them: row r of the others goes with row r // num_beams.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .config import GenerationConfig
-from .engine import GeneratedSequence, History, StopHook, encode_prompts, eval_mode, select_rows
+from .engine import GeneratedSequence, History, StopHook, encode_prompts, eval_mode
 from .precision import decoding_step
 from .processors import apply_processors, build_processors
 
@@ -77,8 +79,9 @@ def beam_search(
     with eval_mode(model), torch.inference_mode():
         advance = decoding_step(model, config.precision)
         logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)
+        invariant = frozenset(getattr(model, "prompt_state", ()))
         rows = torch.arange(len(prompts)).repeat_interleave(K)  # (R,) R = P * K
-        logits, state = logits[rows.to(logits.device)], select_rows(state, rows)
+        logits, state = logits[rows.to(logits.device)], _follow_beams(state, rows, invariant)
         # All K beams of a prompt start identical, so only the first may expand at the first step.
         # Scores add up in float64: over hundreds of tokens float32 rounding reaches the small
         # gaps between competing beams and would decide between them.
@@ -86,7 +89,6 @@ def beam_search(
         history = History.of(prompts, config.max_new_tokens, logits.device).select(rows)
         beams = Beams(list(range(len(prompts))), first, torch.zeros_like(first), history)
         processors = build_processors(config, eos_id, logits.size(-1), history.prompt_length)
-        invariant = frozenset(getattr(model, "beam_invariant_state", ()))
         for position in range(config.max_new_tokens):
             beams, sources = _extend(beams, logits, processors, hypotheses, K, eos_id)  # sources (R,)
             state = _follow_beams(state, sources, invariant)
@@ -101,7 +103,7 @@ def beam_search(
             if keep is None:
                 break
             if len(keep) < len(sources):
-                beams, state = _keep_rows(beams, keep, K), select_rows(state, keep)
+                beams, state = _keep_rows(beams, keep, K), _keep_state(state, keep, K, invariant)
                 if stop_hook:
                     stop_hook.select(keep.tolist())
             logits, state = advance(beams.last_tokens(), state)  # (R, V)
@@ -118,9 +120,11 @@ def _extend(beams: Beams, logits: Tensor, processors, hypotheses, K: int, eos_id
     """
     A, V, device = len(beams.prompts), logits.size(-1), logits.device
     processed = apply_processors(processors, beams.history.ids, logits)
-    model_log_probs = logits.log_softmax(-1, dtype=torch.float64)  # (R, V)
+    # In float64 (see beam_search), converted first: log_softmax(dtype=torch.float64) gives the same
+    # values but takes about 6 times as long on CPUs.
+    model_log_probs = logits.double().log_softmax(-1)  # (R, V)
     # Without processors (the usual beam search) both are the same: computed once.
-    log_probs = model_log_probs if processed is logits else processed.log_softmax(-1, dtype=torch.float64)  # (R, V)
+    log_probs = model_log_probs if processed is logits else processed.double().log_softmax(-1)  # (R, V)
     candidates = (beams.scores[:, None] + log_probs).view(A, K * V)  # (A, K * V)
     top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K), best first
     rows = top_index.div(V, rounding_mode="floor") + torch.arange(0, A * K, K, device=device)[:, None]  # (A, 2K)
@@ -154,9 +158,15 @@ def _file_eos(beams: Beams, hypotheses, rows, tokens, scores, model_log_probs, f
 
 
 def _follow_beams(state, sources: Tensor, invariant: frozenset[int]):
-    """Each row's state becomes its source row's (sources (R,)), except for the beam-invariant entries:
-    sources stay within their prompt's K rows, where those are all the same."""
+    """Each row's state becomes its source row's (sources (R,)), except for the per-prompt entries:
+    sources stay within their prompt's K rows, so those keep their one row per prompt."""
     return tuple(s if i in invariant else s.index_select(1, sources.to(s.device)) for i, s in enumerate(state))
+
+
+def _keep_state(state, keep: Tensor, K: int, invariant: frozenset[int]):
+    """The state of the rows keep (whole blocks of K), per-prompt entries by their block."""
+    blocks = keep[::K].div(K, rounding_mode="floor")
+    return tuple(s.index_select(1, (blocks if i in invariant else keep).to(s.device)) for i, s in enumerate(state))
 
 
 def _file_stopped(beams: Beams, stopped: list[bool], hypotheses, K: int) -> None:

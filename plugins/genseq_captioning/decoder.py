@@ -135,15 +135,22 @@ class AttentionStep:
 
     Each matrix product is built once by make_linear (packed fp32, bf16 or int8,
     from genseq.generation.precision): the LSTM's [W_ih | W_hh] as one product,
-    and the attention query and the gate, both read from h, as another. It
-    gives CaptionDecoder.run's outputs to 1e-5 in fp32.
+    and the attention query and the gate, both read from h, as another. The
+    word's share of the gates, embedding(y) W_e^T + b, is a lookup in a (V, 4H)
+    table made once, so the product reads only [context; h]. It gives
+    CaptionDecoder.run's outputs to 1e-5 in fp32.
+
+    The annotations and keys may hold one row per image while h and c hold
+    several (beam search keeps the image's features once for all its beams):
+    row r of h goes with image r // (B / images).
     """
 
     def __init__(self, decoder: CaptionDecoder, make_linear):
         self.attention = decoder.config.attention
-        self.embedding = decoder.embedding.weight.detach()
-        cell = decoder.cell
-        self.cell = make_linear(torch.cat([cell.weight_ih, cell.weight_hh], 1).detach(), (cell.bias_ih + cell.bias_hh).detach())
+        cell, E = decoder.cell, decoder.config.embedding_size
+        weight_word, weight_rest = cell.weight_ih[:, :E], cell.weight_ih[:, E:]
+        self.word_gates = (decoder.embedding.weight @ weight_word.t() + cell.bias_ih + cell.bias_hh).detach()  # (V, 4H)
+        self.cell = make_linear(torch.cat([weight_rest, cell.weight_hh], 1).detach(), torch.zeros_like(cell.bias_ih).detach())
         if self.attention:
             self.attention_size = decoder.config.attention_size
             weight = torch.cat([decoder.query.weight, decoder.gate.weight]).detach()  # (A + D, H)
@@ -154,30 +161,33 @@ class AttentionStep:
 
     @torch.inference_mode()
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        state = self.advance(ids, state)
+        return self.output(state[0][0]), state
+
+    def advance(self, ids: Tensor, state: State) -> State:
+        """The state after reading ids (B,), without the logits."""
         h, c, annotations, keys = state
         h, c = h[0], c[0]  # (B, H)
-        x = self.embedding[ids]  # (B, E)
-        if self.attention:
-            _, context = self.attend(h, annotations, keys)
-            x = torch.cat([x, context], 1)  # (B, E + D)
-        gates = self.cell(torch.cat([x, h], 1))  # (B, 4H), PyTorch's order i, f, g, o
+        x = torch.cat([self.attend(h, annotations, keys)[1], h], 1) if self.attention else h  # (B, D + H) or (B, H)
+        gates = self.cell(x).add_(self.word_gates[ids])  # (B, 4H), PyTorch's order i, f, g, o
         i, f, g, o = gates.chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        return self.output(h), (h[None], c[None], annotations, keys)
+        return h[None], c[None], annotations, keys
 
     def attend(self, h: Tensor, annotations: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
         """As CaptionDecoder.attend: -> (alpha (N, B), gated context (B, D))."""
+        (N, P, A), B = keys.shape, h.size(0)  # P images, B / P rows of h each
         projected = self.query_and_gate(h)  # (B, A + D)
-        query, gate = projected[:, : self.attention_size], projected[:, self.attention_size :]
-        # w . tanh(x) + b = 2 w . sigmoid(2x) - sum(w) + b, in place on the one (N, B, A) tensor;
+        query, gate = projected[:, :A], projected[:, A:]
+        # w . tanh(x) + b = 2 w . sigmoid(2x) - sum(w) + b, in place on the one (N, P, B / P, A) tensor;
         # 2 (keys + query) as 2 query + 2 keys in one pass (doubling is exact: the same bits)
-        pre = torch.add(2 * query[None], keys, alpha=2).sigmoid_()  # (N, B, A)
-        energy = (pre @ self.score_weight).mul_(2).add_(self.score_offset)  # (N, B)
+        pre = torch.add(2 * query.view(1, P, B // P, A), keys[:, :, None], alpha=2).sigmoid_()  # (N, P, B / P, A)
+        energy = (pre @ self.score_weight).mul_(2).add_(self.score_offset)  # (N, P, B / P)
         alpha = energy.softmax(0)
-        # sum_i alpha_i a_i as B (1 x N) @ (N x D) products: one pass over the annotations, none written
-        context = torch.bmm(alpha.t()[:, None], annotations.transpose(0, 1))[:, 0]  # (B, D)
-        return alpha, torch.sigmoid(gate) * context
+        # sum_i alpha_i a_i as P (B / P x N) @ (N x D) products: one pass over each image's annotations
+        context = torch.bmm(alpha.permute(1, 2, 0), annotations.transpose(0, 1)).view(B, -1)  # (B, D)
+        return alpha.view(N, B), torch.sigmoid(gate) * context
 
 
 class BoundDecoder:
@@ -188,9 +198,9 @@ class BoundDecoder:
     when the engine repeats rows for beams or drops finished ones, they follow.
     """
 
-    # The annotations and keys (state[2:]) are one image's, the same for all its beams, and the
-    # step passes them on unchanged: beam search need not reorder them as beams fork.
-    beam_invariant_state = (2, 3)
+    # The annotations and keys (state[2:]) are the image's, the same for all its beams, and the
+    # step passes them on unchanged: beam search keeps them at one row per image.
+    prompt_state = (2, 3)
 
     def __init__(self, decoder: CaptionDecoder, features: Tensor):
         self.decoder, self.features = decoder, features  # features (P, C, h, w)
@@ -199,7 +209,11 @@ class BoundDecoder:
         """ids (P, T), one row per image -> (hidden (P, T, H), state after the last id)."""
         if lengths is not None:
             raise ConfigError("caption prompts must all have the same length")
-        hidden, _, state = self.decoder.run(ids, self.decoder.initial_state(self.features))
+        state = self.decoder.initial_state(self.features)
+        if ids.size(1) == 1 and not (torch.is_grad_enabled() or self.decoder.training):  # the usual [BOS]: one fused step
+            state = self.stepper().advance(ids[:, 0], state)
+            return state[0][0][:, None], state
+        hidden, _, state = self.decoder.run(ids, state)
         return hidden, state
 
     def logits(self, hidden: Tensor) -> Tensor:
