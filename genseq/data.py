@@ -232,10 +232,14 @@ class ContiguousBatches:
                  row 2: q r s t u v w x
     Row b continues in window i + 1 exactly where it stopped in window i, so the
     hidden state carried between windows is the state of the text that came before.
+    rows picks some of the B rows (a process's share of a distributed batch): the
+    rows are laid out by B whatever the share, so N processes together read
+    exactly the batches one process would.
     """
 
-    def __init__(self, stream: TokenStream, batch_size: int, bptt: int, name: str = "data"):
+    def __init__(self, stream: TokenStream, batch_size: int, bptt: int, name: str = "data", rows: range | None = None):
         self.tokens, self.batch_size, self.bptt = stream.tokens, batch_size, bptt
+        self.rows = rows if rows is not None else range(batch_size)
         self.row_length = (len(stream.tokens) - 1) // batch_size
         if self.row_length < 1:
             raise DataError(
@@ -246,13 +250,112 @@ class ContiguousBatches:
     def __len__(self) -> int:
         return -(-self.row_length // self.bptt)
 
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Window index, or None past the end of the epoch."""
+        return self.get_batch(index) if index < len(self) else None
+
     def get_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (B, T) of window index; the last window may be shorter."""
         start = index * self.bptt
         length = min(self.bptt, self.row_length - start)
         rows = np.stack([
             self.tokens[row * self.row_length + start : row * self.row_length + start + length + 1]
-            for row in range(self.batch_size)
+            for row in self.rows
         ]).astype(np.int64)
         window = torch.from_numpy(rows)  # (B, T + 1)
         return window[:, :-1], window[:, 1:]
+
+
+# ---- streaming ------------------------------------------------------------------
+def stream_pieces(source, rank: int = 0, world_size: int = 1) -> Iterator[tuple[str, bool]]:
+    """(text, ends_document) pieces of this rank's share of a source, read lazily.
+
+    A Hugging Face dataset is split with datasets' split_dataset_by_node (whole
+    shards per rank where they divide evenly, else every world_size-th row);
+    local files are read by every rank, which keeps every world_size-th piece.
+    """
+    if isinstance(source, HFDataset):
+        dataset = source.dataset
+        if world_size > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        for row in dataset:
+            text = row[source.text_column]
+            if not isinstance(text, str):
+                raise DataError(f"column {source.text_column!r} of {source.spec} holds {type(text).__name__}, not text")
+            yield text, True
+        return
+    index = 0
+    for document in source.documents():
+        previous = None
+        for chunk in document:
+            if previous is not None:
+                if index % world_size == rank:
+                    yield previous, False
+                index += 1
+            previous = chunk
+        if previous is not None:
+            if index % world_size == rank:
+                yield previous, True
+            index += 1
+
+
+class StreamingBatches:
+    """Truncated-BPTT windows over rows filled from a stream as it is read: no pre-tokenisation pass.
+
+    Each row starts with EOS and takes the next piece of the stream (a dataset row,
+    or a megabyte of a file) whenever it runs short of a window, EOS after each
+    document's last piece, so a row is a contiguous run of text and the carried
+    state stays meaningful (a file longer than a piece is dealt to several rows).
+    The position is the count of pieces taken and each row's leftover tokens;
+    state() and restore() carry it across a resume. An epoch ends when the stream does.
+    """
+
+    def __init__(self, open_pieces, tokenizer: Tokenizer, rows: int, bptt: int):
+        self.open_pieces, self.tokenizer, self.rows, self.bptt = open_pieces, tokenizer, rows, bptt
+        self._reset()
+
+    def restart(self) -> None:
+        """Begin the stream again at the next window (the end of an epoch)."""
+        self._reset()
+
+    def _reset(self) -> None:
+        self.taken, self.pieces = 0, None
+        self.buffers = [[self.tokenizer.eos_id] for _ in range(self.rows)]
+
+    def __len__(self):
+        raise TypeError("a streamed corpus has no known length")
+
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The next window (windows come in order; index is the caller's count), or None at the end of the stream."""
+        if self.pieces is None:
+            self.pieces = self.open_pieces()
+            for _ in range(self.taken):  # resuming: pass over what was already taken
+                next(self.pieces, None)
+        need = self.bptt + 1
+        for buffer in self.buffers:
+            while len(buffer) < need:
+                piece = next(self.pieces, None)
+                if piece is None:
+                    if index == 0:
+                        raise DataError(f"the stream ended before it filled one batch of {self.rows} rows of "
+                                        f"{self.bptt + 1} tokens; use a smaller --batch-size or --bptt, or more text")
+                    self._reset()
+                    return None
+                text, ends_document = piece
+                buffer.extend(self.tokenizer.encode(text))
+                if ends_document:
+                    buffer.append(self.tokenizer.eos_id)
+                self.taken += 1
+        window = torch.tensor([buffer[:need] for buffer in self.buffers], dtype=torch.long)  # (B, T + 1)
+        self.buffers = [buffer[self.bptt :] for buffer in self.buffers]
+        return window[:, :-1], window[:, 1:]
+
+    def state(self) -> dict:
+        return {"taken": self.taken, "buffers": self.buffers}
+
+    def restore(self, state: dict) -> None:
+        if len(state["buffers"]) != self.rows:
+            raise DataError(f"the saved stream position has {len(state['buffers'])} rows, not {self.rows}")
+        self.taken, self.buffers, self.pieces = state["taken"], [list(b) for b in state["buffers"]], None

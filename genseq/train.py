@@ -6,6 +6,11 @@ to resume (weights, optimizer, schedule, RNG, hidden state, data position),
 metrics.jsonl and loss.png. Resuming from `last/` continues the run exactly:
 an interrupted and resumed run ends with the same weights as one that was
 never interrupted.
+
+Under torchrun the same Trainer runs data-parallel (see genseq.distributed):
+each process trains its rows of the global batch through DistributedDataParallel,
+and last/ holds the state of the whole batch, so a run resumes on any number of
+processes that divides the batch.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from .checkpoint import (
     write_directory,
     WEIGHTS_FILE,
 )
-from .data import ContiguousBatches, TokenStream
+from .data import ContiguousBatches, StreamingBatches, TokenStream
+from .distributed import World
 from .errors import CheckpointError, ConfigError, TrainingError
 from .model import LanguageModel, State, detach_state
 from .tokenizer import Tokenizer
@@ -123,21 +129,32 @@ class Trainer:
         valid_data: TokenStream,
         config: TrainConfig,
         out_dir: str | Path,
+        world: World | None = None,
     ):
-        self.config, self.tokenizer = config, tokenizer
-        self.device = resolve_device(config.device)
+        """train_data is a TokenStream, or StreamingBatches (already made for this process's rows)."""
+        self.config, self.tokenizer, self.world = config, tokenizer, world or World()
+        self.device = self.world.device(resolve_device(config.device))
         self.model = model.to(self.device)
+        self.network = self.model  # what the training step calls: the model, or DDP around it
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.network = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.out_dir = Path(out_dir)
-        self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt, "training data")
+        rows = self.world.rows(config.batch_size)
+        if isinstance(train_data, StreamingBatches):
+            if not (config.max_steps or config.max_time):
+                raise ConfigError("a streamed corpus has no known length: give --max-steps or --max-time")
+            self.train_batches, self.total_steps = train_data, config.max_steps or math.inf
+        else:
+            self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt, "training data", rows)
+            self.total_steps = min(config.max_steps or math.inf, config.epochs * len(self.train_batches))
         self.valid_batches = ContiguousBatches(valid_data, min(config.batch_size, 16), config.bptt, "validation data")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
         self.hidden: State | None = None
         self._stop_requested = False
-        torch.manual_seed(config.seed)
-        self.total_steps = config.max_steps or config.epochs * len(self.train_batches)
-        if config.max_steps:
-            self.total_steps = min(config.max_steps, config.epochs * len(self.train_batches))
+        torch.manual_seed(config.seed + self.world.rank)  # each process its own dropout masks
 
     # ---- schedule -------------------------------------------------------------
     def learning_rate(self) -> float:
@@ -164,11 +181,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits, hidden = self.model(inputs, detach_state(self.hidden))  # (B, T, V)
+            logits, hidden = self.network(inputs, detach_state(self.hidden))  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        if not torch.isfinite(loss):
+        # The mean over the whole batch: every process holds as many tokens.
+        value = self.world.sum([loss.item()])[0] / self.world.size
+        if not math.isfinite(value):
             raise TrainingError(
-                f"the loss became {loss.item()} at step {self.progress.step + 1}; training stopped and the last "
+                f"the loss became {value} at step {self.progress.step + 1}; training stopped and the last "
                 f"good checkpoint in {self.out_dir / 'last'} is kept (try a lower --lr or --clip-grad-norm)"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,7 +197,7 @@ class Trainer:
         self.optimizer.step()
         self.hidden = hidden
         self.progress.step += 1
-        return loss.item()
+        return value
 
     # ---- validation -------------------------------------------------------------
     @torch.no_grad()
@@ -201,23 +220,32 @@ class Trainer:
         """Train until epochs, max_steps, max_time, early stopping or a stop request; returns the progress."""
         from tqdm import tqdm
 
-        config, progress = self.config, self.progress
-        self._prepare_out_dir()
+        config, progress, main = self.config, self.progress, self.world.is_main
+        if main:
+            self._prepare_out_dir()
         self.model.train()
-        bar = tqdm(total=self.total_steps, initial=progress.step, disable=not config.progress, unit="step", dynamic_ncols=True)
+        total = self.total_steps if math.isfinite(self.total_steps) else None
+        bar = tqdm(total=total, initial=progress.step, disable=not (config.progress and main), unit="step", dynamic_ncols=True)
         last_checkpoint = time.monotonic()
         tokens_since, clock = 0, time.monotonic()
-        with bar, _deferred_interrupt(self):
+        with bar, deferred_interrupt(self):
             while not self._done():
-                if progress.window >= len(self.train_batches):
+                batch = self.train_batches.window(progress.window)
+                if isinstance(self.train_batches, StreamingBatches) and self.world.distributed:
+                    # The processes' shares of a stream end at different windows: the epoch ends with the first.
+                    if self.world.sum([float(batch is None)])[0] > 0:
+                        self.train_batches.restart()
+                        batch = None
+                if batch is None:  # the end of an epoch
                     progress.epoch, progress.window, self.hidden = progress.epoch + 1, 0, None
                     if config.eval_every is None and self._validate_and_record():
                         break
                     continue
                 started = time.monotonic()
-                loss = self.train_step(*self.train_batches.get_batch(progress.window))
+                loss = self.train_step(*batch)
                 progress.window += 1
                 progress.elapsed += time.monotonic() - started
+                checkpoint_due = self._agree(self._checkpoint_due(last_checkpoint))
                 tokens_since += config.batch_size * config.bptt
                 if progress.step % 10 == 0 or progress.step == 1:
                     rate = tokens_since / max(time.monotonic() - clock, 1e-9)
@@ -227,7 +255,7 @@ class Trainer:
                 bar.update()
                 if config.eval_every and progress.step % config.eval_every == 0 and self._validate_and_record():
                     break
-                if self._checkpoint_due(last_checkpoint):
+                if checkpoint_due:
                     self.save_last()
                     last_checkpoint = time.monotonic()
             if not self._stop_requested:
@@ -248,6 +276,9 @@ class Trainer:
     def request_stop(self) -> None:
         """Stop after the current step with a resumable checkpoint (what Ctrl-C does)."""
         self._stop_requested = True
+
+    def _agree(self, checkpoint_due: bool) -> bool:
+        return agree(self, checkpoint_due)
 
     def _done(self) -> bool:
         progress, config = self.progress, self.config
@@ -271,19 +302,22 @@ class Trainer:
 
     def _validate_and_record(self) -> bool:
         """Validate, keep the best model, adjust the plateau schedule; True when training should stop early."""
-        progress = self.progress
-        loss = self.validate()
+        progress, main = self.progress, self.world.is_main
+        loss = self.world.from_main(self.validate() if main else 0.0)  # rank 0 validates, all follow its result
         progress.last_validation_step = progress.step
         improved = loss < progress.best_valid_loss
         if improved:
             progress.best_valid_loss, progress.validations_without_improvement = loss, 0
-            save_pretrained(self.out_dir, self.model, self.tokenizer, training_config=asdict(self.config),
-                            training={"step": progress.step, "valid_loss": loss})
+            if main:
+                save_pretrained(self.out_dir, self.model, self.tokenizer, training_config=asdict(self.config),
+                                training={"step": progress.step, "valid_loss": loss})
         else:
             progress.validations_without_improvement += 1
             if self.config.schedule == "plateau":
                 progress.lr_scale *= self.config.plateau_factor
         self._log({"split": "valid", "loss": loss, "ppl": math.exp(min(loss, 50)), "best": improved})
+        if not main:
+            return self._stopped_early()
         if self.config.progress:
             from tqdm import tqdm
 
@@ -302,18 +336,27 @@ class Trainer:
             raise ConfigError(f"cannot write to {self.out_dir}: {error.strerror}") from None
 
     def save_last(self) -> None:
-        """Write the resumable checkpoint last/ as one atomic directory swap."""
+        """Write the resumable checkpoint last/ as one atomic directory swap (rank 0 writes the whole batch's state)."""
+        world = self.world
+        hidden = None if self.hidden is None else tuple(world.gather_rows(h.detach(), 1) for h in self.hidden)
+        rng = process_rng(world)
+        stream = None
+        if isinstance(self.train_batches, StreamingBatches):
+            stream = [json.loads(part) for part in world.gather_bytes(json.dumps(self.train_batches.state()).encode())]
+        if not world.is_main:
+            return
         state = {
             "optimizer": self.optimizer.state_dict(),
-            "hidden": self.hidden,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "hidden": hidden,
+            "rng": rng[0].clone(),
+            "process_rng": rng,
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and not world.distributed else None,
         }
         data, tensors = split_tensors(state, "state")
         from safetensors.torch import save as save_safetensors
 
         files = model_files(self.model, self.model.config.to_dict(), self.tokenizer, training_config=asdict(self.config))
-        files[STATE_JSON] = json.dumps({"progress": asdict(self.progress), "state": data}, indent=1).encode()
+        files[STATE_JSON] = json.dumps({"progress": asdict(self.progress), "state": data, "stream": stream}, indent=1).encode()
         files[STATE_TENSORS] = save_safetensors(tensors)
         write_directory(self.out_dir / "last", files)
 
@@ -335,23 +378,29 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False
-        self.hidden = tuple(h.to(self.device) for h in state["hidden"]) if state["hidden"] is not None else None
-        torch.set_rng_state(state["rng"])
+        rows = self.world.rows(self.config.batch_size)
+        if state["hidden"] is not None:
+            if state["hidden"][0].size(1) != self.config.batch_size:
+                raise ConfigError(f"{last} was trained with --batch-size {state['hidden'][0].size(1)}; resume it with the same")
+            self.hidden = tuple(h[:, rows.start : rows.stop].to(self.device) for h in state["hidden"])
+        restore_process_rng(state, self.world, self.config.seed, self.progress.step)
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self._truncate_metrics()
+        if isinstance(self.train_batches, StreamingBatches):
+            stream = saved.get("stream")
+            if not stream or len(stream) != self.world.size:
+                raise ConfigError(f"{last} streamed its corpus with {len(stream or [])} process(es); "
+                                  "resume a streaming run with as many")
+            self.train_batches.restore(stream[self.world.rank])
+        if self.world.is_main:
+            truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
 
     def _log(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
         record = {"step": self.progress.step, "epoch": self.progress.epoch, "time": round(self.progress.elapsed, 3), **record}
         with open(self.out_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
-
-    def _truncate_metrics(self) -> None:
-        """Drop records written after the checkpoint being resumed, so the log reads as one run."""
-        path = self.out_dir / "metrics.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.progress.step]
-            atomic_write(path, "".join(line + "\n" for line in kept).encode())
 
     def _plot(self) -> None:
         atomic_write(self.out_dir / "loss.png", plot_metrics(self.out_dir / "metrics.jsonl"))
@@ -383,8 +432,12 @@ def plot_metrics(metrics_path: Path) -> bytes:
     return buffer.getvalue()
 
 
-class _deferred_interrupt:
-    """Turn the first Ctrl-C into a stop request honoured between steps; a second one aborts."""
+# ---- shared by the trainers (the captioning plugin's too) ---------------------------------
+class deferred_interrupt:
+    """Turn the first Ctrl-C into a stop request honoured between steps; a second one aborts.
+
+    trainer has request_stop() and _stop_requested.
+    """
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -409,6 +462,45 @@ class _deferred_interrupt:
         return False
 
 
+def agree(trainer, checkpoint_due: bool) -> bool:
+    """Make the processes of a distributed run agree on what steers a training loop: rank 0's
+    clock (trainer.progress.elapsed) and checkpoint timer, and a stop asked of any of them.
+    -> whether to checkpoint now. A single process keeps its own values."""
+    world = trainer.world
+    if not world.distributed:
+        return checkpoint_due
+    main = world.is_main
+    elapsed, stop, due = world.sum([trainer.progress.elapsed if main else 0.0, float(trainer._stop_requested),
+                                    float(checkpoint_due and main)])
+    trainer.progress.elapsed, trainer._stop_requested = elapsed, stop > 0
+    return due > 0
+
+
+def process_rng(world: World) -> torch.Tensor:
+    """(processes, n): every process's CPU random state (its dropout stream), for a checkpoint."""
+    return world.gather_rows(torch.get_rng_state()[None], 0)
+
+
+def restore_process_rng(state: dict, world: World, seed: int, step: int) -> None:
+    """Each process takes back its own random state from a checkpoint's state["process_rng"] (or the
+    single state["rng"] of a one-process run); with a different number of processes, fresh seeded streams."""
+    saved = state.get("process_rng")
+    if saved is not None and len(saved) == world.size:
+        torch.set_rng_state(saved[world.rank].contiguous())
+    elif world.size == 1:
+        torch.set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(seed + world.rank + 1000 * step)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of metrics.jsonl written after step (the checkpoint being resumed), so the log reads as one run."""
+    path = Path(path)
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write(path, "".join(line + "\n" for line in kept).encode())
+
+
 def train_language_model(
     data: str,
     out_dir: str | Path,
@@ -420,34 +512,83 @@ def train_language_model(
     tokenizer_path: str | None = None,
     text_column: str = "text",
     resume: bool = False,
+    streaming: bool = False,
 ) -> Trainer:
-    """Everything `genseq train lm` does: data, tokenizer, model, then fit(); returns the finished Trainer."""
-    from .data import iter_texts, open_source, tokenize
+    """Everything `genseq train lm` does: data, tokenizer, model, then fit(); returns the finished Trainer.
+
+    Under torchrun, rank 0 trains the tokenizer and tokenizes the corpus into the
+    cache first; the other processes receive the tokenizer and read the cache.
+    streaming reads the training corpus lazily (datasets' streaming mode for a
+    dataset), each process its own share, with no tokenisation pass before training.
+    """
+    from .data import iter_texts, open_source, stream_pieces, tokenize
+    from .distributed import world as current_world
     from .model import ModelConfig
 
     out_dir = Path(out_dir)
     train_config = train_config or TrainConfig()
+    if streaming and not valid:
+        raise ConfigError("--streaming needs --valid: a stream has no last 5% to hold out")
+    world = current_world(resolve_device(train_config.device))
+    main = world.is_main
     if resume:
         last = read_directory_path(out_dir / "last")
         saved = read_config(last)
         tokenizer = Tokenizer.load(last / "tokenizer.model")
         model_config = ModelConfig(**saved["model_config"])
     else:
-        if (out_dir / "last").exists() or (out_dir / "config.json").exists():
+        if main and ((out_dir / "last").exists() or (out_dir / "config.json").exists()):
             raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
-        source = open_source(data, text_column)
-        tokenizer = (
-            Tokenizer.load(tokenizer_path) if tokenizer_path
-            else Tokenizer.train(iter_texts(source), vocab_size=vocab_size, model_type=tokenizer_type)
-        )
+        source = open_source(data, text_column, streaming=streaming)
+        tokenizer = None
+        if tokenizer_path:
+            tokenizer = Tokenizer.load(tokenizer_path)
+        elif main:
+            texts = iter_texts(source)
+            tokenizer = Tokenizer.train(_head(texts, STREAM_TOKENIZER_CHARS) if streaming else texts,
+                                        vocab_size=vocab_size, model_type=tokenizer_type)
+        if not tokenizer_path and world.distributed:
+            tokenizer = Tokenizer(world.broadcast_bytes(tokenizer.to_bytes() if main else None))
         model_config = ModelConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size})
-    train_stream = tokenize(open_source(data, text_column), tokenizer, progress=train_config.progress)
-    if valid:
-        valid_stream = tokenize(open_source(valid, text_column, split="validation"), tokenizer, progress=train_config.progress)
+
+    def tokenized(spec: str, split: str) -> TokenStream:
+        # rank 0 fills the cache, then the others read it
+        if not main:
+            world.barrier()
+        stream = tokenize(open_source(spec, text_column, split=split), tokenizer, progress=train_config.progress and main)
+        if main:
+            world.barrier()
+        return stream
+
+    if streaming:
+        rows = len(world.rows(train_config.batch_size))
+        train_data = StreamingBatches(
+            lambda: stream_pieces(open_source(data, text_column, streaming=True), world.rank, world.size),
+            tokenizer, rows, train_config.bptt,
+        )
+        valid_stream = tokenized(valid, "validation")
     else:
-        train_stream, valid_stream = train_stream.split_tail(0.05)
-    trainer = Trainer(LanguageModel(model_config), tokenizer, train_stream, valid_stream, train_config, out_dir)
+        train_data = tokenized(data, "train")
+        if valid:
+            valid_stream = tokenized(valid, "validation")
+        else:
+            train_data, valid_stream = train_data.split_tail(0.05)
+    torch.manual_seed(train_config.seed)  # the same initial weights in every process (DDP also copies rank 0's)
+    trainer = Trainer(LanguageModel(model_config), tokenizer, train_data, valid_stream, train_config, out_dir, world)
     if resume:
         trainer.resume(out_dir)
     trainer.fit()
     return trainer
+
+
+STREAM_TOKENIZER_CHARS = 200_000_000  # a streamed corpus trains its tokenizer on its first 200 MB of text
+
+
+def _head(texts, max_chars: int):
+    """The first texts of an iterator, up to max_chars characters."""
+    total = 0
+    for text in texts:
+        yield text
+        total += len(text)
+        if total >= max_chars:
+            return

@@ -193,3 +193,32 @@ def test_user_mistakes_are_one_sentence(shapes, tokenizer_file, tmp_path, capsys
         from genseq_captioning.train import CaptionTrainConfig
 
         CaptionTrainConfig(batch_size=0)
+
+
+def test_two_processes_train_the_captioner_of_one(shapes, tokenizer_file, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch: the same weights, one set of files."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    # Batches of 6, 6, 6 and 2 pairs: the last splits into one row per process. Adam turns the rounding
+    # noise of a near-zero gradient into a step of up to lr (the attention score's bias has no gradient at
+    # all in exact arithmetic, softmax ignores it), so a small lr keeps that noise below the tolerance.
+    args = ["train", "captioning", "--data", str(shapes), "--valid", str(shapes), *TINY_MODEL, "--tokenizer",
+            str(tokenizer_file), "--epochs", "2", "--batch-size", "6", "--lr", "1e-4", "--patience", "0", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"run{processes}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        command = [*launcher, "-m", "genseq"] if processes > 1 else [sys.executable, "-m", "genseq"]
+        done = subprocess.run([*command, *args, "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert (done.stdout + done.stderr).count("trained 8 steps") == 1
+        runs[processes] = out
+    one, two = (load_file(str(runs[n] / "last" / "model.safetensors")) for n in (1, 2))
+    assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
+    metrics = [(runs[n] / "metrics.jsonl").read_text().splitlines() for n in (1, 2)]
+    assert [json.loads(line)["step"] for line in metrics[0]] == [json.loads(line)["step"] for line in metrics[1]]

@@ -52,6 +52,9 @@ def add_lm_parser(tasks) -> None:
     parser.add_argument("--out", help="run directory to create")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
     parser.add_argument("--text-column", default="text", help="column of a dataset holding the text (default: text)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="read --data lazily as training goes, with no tokenisation pass first (needs --valid and "
+                             "--max-steps or --max-time)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--cell", choices=["lstm", "gru", "rnn"])
@@ -92,6 +95,7 @@ def add_lm_parser(tasks) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import shutdown
     from ..train import TrainConfig, train_language_model
 
     if args.dropout is not None:
@@ -108,12 +112,17 @@ def run(args) -> int:
         checkpoint_minutes=args.checkpoint_minutes, seed=args.seed, device=args.device,
         progress=not args.no_progress,
     )
-    trainer = train_language_model(
-        args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
-        vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
-        text_column=args.text_column, resume=bool(args.resume),
-    )
+    try:
+        trainer = train_language_model(
+            args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
+            vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
+            text_column=args.text_column, resume=bool(args.resume), streaming=args.streaming,
+        )
+    finally:
+        shutdown()
     progress = trainer.progress
+    if not trainer.world.is_main:
+        return 0 if progress.finished else 130
     if not progress.finished:
         print(f"genseq: stopped at step {progress.step}; continue with: genseq train lm --data {args.data} "
               f"--resume {out_dir}", file=sys.stderr)

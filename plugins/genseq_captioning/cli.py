@@ -69,6 +69,8 @@ DECODER_FLAGS = ("attention", "feature_size", "embedding_size", "hidden_size", "
 
 
 def run_train(args) -> int:
+    from genseq.distributed import shutdown
+
     from .encoder import EncoderConfig
     from .train import CaptionTrainConfig, DataSpec, train_captioner
 
@@ -86,12 +88,17 @@ def run_train(args) -> int:
         max_caption_tokens=args.max_caption_tokens, max_time=args.max_time, checkpoint_minutes=args.checkpoint_minutes,
         seed=args.seed, device=args.device, progress=not args.no_progress,
     )
-    trainer = train_captioner(
-        data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
-        {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None},
-        vocab_size=args.vocab_size, tokenizer_path=args.tokenizer, resume=bool(args.resume),
-    )
+    try:
+        trainer = train_captioner(
+            data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
+            {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None},
+            vocab_size=args.vocab_size, tokenizer_path=args.tokenizer, resume=bool(args.resume),
+        )
+    finally:
+        shutdown()
     progress = trainer.progress
+    if not trainer.world.is_main:
+        return 0 if progress.finished else 130
     if not progress.finished:
         print(f"genseq: stopped at step {progress.step}; continue with: genseq train captioning --data {args.data} "
               f"--resume {out_dir}", file=sys.stderr)

@@ -10,6 +10,11 @@ so a resumed run continues with the very batches an uninterrupted one would.
 The loss is the captions' cross-entropy plus Show, Attend and Tell's doubly
 stochastic regularisation, lambda * mean_i (1 - sum_t alpha_ti)^2, which pushes
 the decoder to look at every part of the image over the course of a caption.
+
+Under torchrun it trains data-parallel as genseq's language models do (see
+genseq.distributed): each process takes its part of every batch, and its loss
+is weighted by its share of the batch's tokens, so that the gradients DDP
+averages are those of the whole batch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -38,9 +44,18 @@ from genseq.checkpoint import (
     split_tensors,
     write_directory,
 )
+from genseq.distributed import World
 from genseq.errors import CheckpointError, ConfigError, DataError, TrainingError
 from genseq.generation import GenerationConfig
-from genseq.train import _deferred_interrupt, plot_metrics, resolve_device
+from genseq.train import (
+    agree,
+    deferred_interrupt,
+    plot_metrics,
+    process_rng,
+    resolve_device,
+    restore_process_rng,
+    truncate_metrics,
+)
 
 from .bleu import caption_bleu
 from .captioner import KIND, Captioner, build
@@ -133,16 +148,35 @@ class Pairs:
         return self.images[rows], inputs, targets
 
 
+class TeacherForced(nn.Module):
+    """The captioner's training forward pass as one module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, captioner: Captioner):
+        super().__init__()
+        self.captioner = captioner
+
+    def forward(self, features: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached frozen-encoder features (B, ...), inputs (B, T) -> (logits (B, T, V), alphas (B, T, N))."""
+        return self.captioner.decoder(self.captioner.encoder.finish(features.float()), inputs)
+
+
+def loss_sums(forward, pad_id: int, features: torch.Tensor, inputs, targets) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """-> (cross-entropy summed over the tokens, (1 - coverage)^2 summed over images and locations, tokens, cells)."""
+    logits, alphas = forward(features, inputs)  # (B, T, V), (B, T, N)
+    mask = targets != pad_id
+    cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id, reduction="sum")
+    coverage = (alphas * mask[..., None]).sum(1)  # (B, N): how much each location was looked at over the caption
+    return cross_entropy, ((1 - coverage) ** 2).sum(), int(mask.sum()), coverage.numel()
+
+
 def caption_loss(captioner: Captioner, features: torch.Tensor, inputs, targets, regularization: float):
     """-> (total loss, cross-entropy per token) of a teacher-forced batch; features are the cached frozen ones."""
-    encoded = captioner.encoder.finish(features.float())  # (B, C, h, w)
-    logits, alphas = captioner.decoder(encoded, inputs)  # (B, T, V), (B, T, N)
-    mask = targets != captioner.tokenizer.pad_id
-    cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=captioner.tokenizer.pad_id)
+    cross_entropy, uncovered, tokens, cells = loss_sums(TeacherForced(captioner), captioner.tokenizer.pad_id,
+                                                        features, inputs, targets)
+    cross_entropy = cross_entropy / tokens
     if not captioner.decoder.config.attention or regularization == 0:
         return cross_entropy, cross_entropy
-    coverage = (alphas * mask[..., None]).sum(1)  # (B, N): how much each location was looked at over the caption
-    return cross_entropy + regularization * ((1 - coverage) ** 2).mean(), cross_entropy
+    return cross_entropy + regularization * uncovered / cells, cross_entropy
 
 
 # ---- the trainer -----------------------------------------------------------------------
@@ -150,10 +184,16 @@ class CaptionTrainer:
     """Runs one training job into a run directory; see the module docstring for its layout."""
 
     def __init__(self, captioner: Captioner, train_data: CaptionSet, valid_data: CaptionSet,
-                 config: CaptionTrainConfig, out_dir: str | Path):
-        self.config, self.out_dir = config, Path(out_dir)
-        self.device = resolve_device(config.device)
+                 config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None):
+        self.config, self.out_dir, self.world = config, Path(out_dir), world or World()
+        self.world.rows(config.batch_size)  # the batch must split evenly over the processes
+        self.device = self.world.device(resolve_device(config.device))
         self.captioner = captioner.to(self.device)
+        self.forward = TeacherForced(self.captioner)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.tokenizer = captioner.tokenizer
         self.valid_data = valid_data
         self.train_features = self._features(train_data, "training")
@@ -164,11 +204,17 @@ class CaptionTrainer:
         self._stop_requested = False
         self.batches_per_epoch = math.ceil(len(self.pairs) / config.batch_size)
         self.total_steps = config.epochs * self.batches_per_epoch
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + self.world.rank)
 
     def _features(self, data: CaptionSet, what: str) -> Features:
-        features = cached_features(self.captioner.encoder, data.images, progress=self.config.progress, device=self.device)
-        if features.errors and self.config.progress:
+        main = self.world.is_main
+        if not main:  # rank 0 computes and caches the features, the others then read them
+            self.world.barrier()
+        features = cached_features(self.captioner.encoder, data.images, progress=self.config.progress and main,
+                                   device=self.device)
+        if main:
+            self.world.barrier()
+        if features.errors and self.config.progress and main:
             from tqdm import tqdm
 
             tqdm.write(f"skipping {len(features.errors)} unreadable {what} image(s), e.g.: {next(iter(features.errors.values()))}")
@@ -197,15 +243,29 @@ class CaptionTrainer:
 
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, rows: torch.Tensor) -> float:
-        images, inputs, targets = self.pairs.batch(rows, self.tokenizer.bos_id, self.tokenizer.eos_id)
+        """One batch (rows of the pairs); each process trains its part, weighted by its share of the batch."""
+        world = self.world
+        mine = rows.tensor_split(world.size)[world.rank]
+        weight = 1.0
+        if len(mine) == 0:  # an epoch's last, short batch can leave a process without rows: it adds nothing
+            mine, weight = rows[:1], 0.0
+        images, inputs, targets = self.pairs.batch(mine, self.tokenizer.bos_id, self.tokenizer.eos_id)
         features = self.train_features.values[images].to(self.device)
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        loss, cross_entropy = caption_loss(self.captioner, features, inputs.to(self.device), targets.to(self.device),
-                                           self.config.attention_regularization)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()} at step {self.progress.step + 1}; training stopped and "
+        cross_entropy, uncovered, tokens, cells = loss_sums(self.forward, self.tokenizer.pad_id, features,
+                                                            inputs.to(self.device), targets.to(self.device))
+        # Sums over the whole batch divided by the whole batch's counts; times the processes, as DDP averages.
+        all_tokens, all_cells, all_cross_entropy = world.sum([tokens * weight, cells * weight,
+                                                              cross_entropy.item() * weight])
+        loss = cross_entropy / all_tokens
+        if self.captioner.decoder.config.attention and self.config.attention_regularization:
+            loss = loss + self.config.attention_regularization * uncovered / all_cells
+        loss = loss * (weight * world.size)
+        value = all_cross_entropy / all_tokens
+        if not math.isfinite(value) or not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {value} at step {self.progress.step + 1}; training stopped and "
                                 f"{self.out_dir / 'last'} is kept (try a lower --lr)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,7 +274,7 @@ class CaptionTrainer:
                                            self.config.clip_grad_norm)
         self.optimizer.step()
         self.progress.step += 1
-        return cross_entropy.item()
+        return value
 
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -242,12 +302,14 @@ class CaptionTrainer:
         """Train until the epochs, max_time, early stopping or a stop request; returns the progress."""
         from tqdm import tqdm
 
-        config, progress = self.config, self.progress
-        self._prepare_out_dir()
+        config, progress, main = self.config, self.progress, self.world.is_main
+        if main:
+            self._prepare_out_dir()
         self.captioner.train()
-        bar = tqdm(total=self.total_steps, initial=progress.step, disable=not config.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=progress.step, disable=not (config.progress and main), unit="step",
+                   dynamic_ncols=True)
         last_checkpoint = time.monotonic()
-        with bar, _deferred_interrupt(self):
+        with bar, deferred_interrupt(self):
             while not self._done():
                 order = self.epoch_order(progress.epoch)
                 rows = order[progress.batch * config.batch_size : (progress.batch + 1) * config.batch_size]
@@ -255,6 +317,7 @@ class CaptionTrainer:
                 loss = self.train_step(rows)
                 progress.batch += 1
                 progress.elapsed += time.monotonic() - started
+                checkpoint_due = agree(self, time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60)
                 if progress.step % 10 == 0 or progress.step == 1:
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.learning_rate():.2e}")
                     self._log({"split": "train", "loss": loss, "lr": self.learning_rate()})
@@ -262,7 +325,7 @@ class CaptionTrainer:
                 if progress.batch >= self.batches_per_epoch:
                     progress.epoch, progress.batch = progress.epoch + 1, 0
                     self._validate_and_record()
-                if time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60:
+                if checkpoint_due:
                     self.save_last()
                     last_checkpoint = time.monotonic()
             if not self._stop_requested:
@@ -284,16 +347,21 @@ class CaptionTrainer:
 
     def _validate_and_record(self) -> None:
         """Validate and keep the best captioner: the best BLEU-4, the lower validation loss on a tie."""
-        progress = self.progress
-        metrics = self.validate()
+        progress, main = self.progress, self.world.is_main
+        names = ("loss", "bleu1", "bleu2", "bleu3", "bleu4")
+        measured = self.validate() if main else {}  # rank 0 validates, every process follows its result
+        metrics = dict(zip(names, self.world.sum([measured.get(name, 0.0) for name in names])))
         improved = (metrics["bleu4"], -metrics["loss"]) > (progress.best_bleu4, -progress.best_valid_loss)
         if improved:
             progress.best_bleu4, progress.best_valid_loss = metrics["bleu4"], metrics["loss"]
             progress.validations_without_improvement = 0
-            self.captioner.save(self.out_dir, training_config=asdict(self.config),
-                                training={"step": progress.step, "epoch": progress.epoch, **metrics})
+            if main:
+                self.captioner.save(self.out_dir, training_config=asdict(self.config),
+                                    training={"step": progress.step, "epoch": progress.epoch, **metrics})
         else:
             progress.validations_without_improvement += 1
+        if not main:
+            return
         self._log({"split": "valid", **metrics, "best": improved})
         if self.config.progress:
             from tqdm import tqdm
@@ -310,8 +378,11 @@ class CaptionTrainer:
             raise ConfigError(f"cannot write to {self.out_dir}: {error.strerror}") from None
 
     def save_last(self) -> None:
-        """Write the resumable checkpoint last/ as one atomic directory swap."""
-        state = {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        """Write the resumable checkpoint last/ as one atomic directory swap (rank 0 writes)."""
+        rng = process_rng(self.world)
+        if not self.world.is_main:
+            return
+        state = {"optimizer": self.optimizer.state_dict(), "rng": rng[0].clone(), "process_rng": rng}
         data, tensors = split_tensors(state, "state")
         files = self.captioner.files(training_config=asdict(self.config))
         files[STATE_JSON] = json.dumps({"progress": asdict(self.progress), "state": data}, indent=1).encode()
@@ -330,10 +401,13 @@ class CaptionTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False
-        torch.set_rng_state(state["rng"])
-        _truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
+        restore_process_rng(state, self.world, self.config.seed, self.progress.step)
+        if self.world.is_main:
+            truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
 
     def _log(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
         progress = self.progress
         record = {"step": progress.step, "epoch": progress.epoch, "time": round(progress.elapsed, 3), **record}
         with open(self.out_dir / "metrics.jsonl", "a") as file:
@@ -342,13 +416,6 @@ class CaptionTrainer:
 
 def _float_weights(path: Path) -> dict[str, torch.Tensor]:
     return {name: t.float() if t.is_floating_point() else t for name, t in read_weights(path).items()}
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint being resumed, so the log reads as one run."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write(path, "".join(line + "\n" for line in kept).encode())
 
 
 def resume_captioner(out_dir: Path) -> Captioner:
@@ -402,20 +469,27 @@ def train_captioner(
     encoder_weights: "auto" (the default captioner's encoder for efficientnet_lite0,
     torchvision's ImageNet weights otherwise), "default", "imagenet", a file, or None for random.
     """
+    from genseq.distributed import world as current_world
+
     out_dir, config = Path(out_dir), config or CaptionTrainConfig()
-    torch.manual_seed(config.seed)  # the decoder's initial weights
+    world = current_world(resolve_device(config.device))
     train_data, valid_data = data.load(config.seed)
     if resume:
         captioner = resume_captioner(out_dir)
     else:
-        if (out_dir / "last").exists() or (out_dir / "config.json").exists():
+        if world.is_main and ((out_dir / "last").exists() or (out_dir / "config.json").exists()):
             raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
-        tokenizer = (Tokenizer.load(tokenizer_path) if tokenizer_path else
-                     Tokenizer.train((c for refs in train_data.references for c in refs), vocab_size=vocab_size))
+        if tokenizer_path:
+            tokenizer = Tokenizer.load(tokenizer_path)
+        else:  # trained by rank 0 and sent to the other processes, so all hold the same one
+            trained = (Tokenizer.train((c for refs in train_data.references for c in refs), vocab_size=vocab_size)
+                       if world.is_main else None)
+            tokenizer = Tokenizer(world.broadcast_bytes(trained.to_bytes() if trained else None))
+        torch.manual_seed(config.seed)  # the decoder's initial weights
         captioner = Captioner.create(encoder_config or EncoderConfig(), tokenizer, **(decoder_options or {}))
         load_pretrained(captioner.encoder, pretrained_source(captioner.encoder.config.name, encoder_weights))
         round_to_storage(captioner.encoder)
-    trainer = CaptionTrainer(captioner, train_data, valid_data, config, out_dir)
+    trainer = CaptionTrainer(captioner, train_data, valid_data, config, out_dir, world)
     if resume:
         trainer.resume()
     trainer.fit()
