@@ -1,10 +1,11 @@
-"""The genseq web app: one tab per registered task, built from the tasks' declarations.
+"""The genseq web app: one tab per registered task, built from the tasks' declarations, and Inspect.
 
     genseq serve [--host 127.0.0.1] [--port 7860]   serve it
     gradio apps/app.py                              serve it, reloading on every edit under apps/
 
 build_app() discovers the task plugins and gives each usable one a tab; the
-ones that fail to load are listed at the top instead. Models load on first use
+ones that fail to load are listed at the top instead. The Inspect tab (apps/lab.py)
+shows the default language model's gates. Models load on first use
 and are shared by every session; requests queue behind a concurrency limit.
 The app binds to 127.0.0.1, sends no analytics and fetches nothing from the
 internet; uploads and outputs live in Gradio's temporary folder.
@@ -24,8 +25,9 @@ if __package__ in (None, ""):  # run as a file (`gradio apps/app.py`): make the 
 import gradio as gr  # noqa: E402
 
 from apps.images import MAX_UPLOAD  # noqa: E402
+from apps.lab import build_inspect_tab  # noqa: E402
 from apps.pool import TaskPool  # noqa: E402
-from apps.tabs import build_tab  # noqa: E402
+from apps.tabs import CONCURRENCY_ID, build_tab  # noqa: E402
 from genseq import ConfigError  # noqa: E402
 from genseq.plugins import TaskInfo, discover  # noqa: E402
 
@@ -50,6 +52,8 @@ def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
             for info in (info for info in infos if info.ok):
                 with gr.Tab(info.name, id=info.name):
                     build_tab(info, pool or SHARED_POOL, overrides.get(info.name), concurrency)
+            with gr.Tab("Inspect", id="inspect"):
+                build_inspect_tab(CONCURRENCY_ID, concurrency)
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
 
 

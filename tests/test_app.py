@@ -292,6 +292,13 @@ def test_the_captioning_tab_captions_an_upload_with_scores_and_attention_map(cli
     assert Image.open(attention).width > Image.open(EXAMPLE_IMAGE).width  # the picture and one map per word
 
 
+def test_the_inspect_tab_pictures_the_default_models_gates(client):
+    picture, summary = client.predict(text="To be, or not to be", layer=0, api_name="/inspect")
+    assert Image.open(picture).width > 800 and "layer 0" in summary and "| unit |" in summary
+    with pytest.raises(AppError, match="there is no text to inspect"):
+        client.predict(text="", layer=1, api_name="/inspect")
+
+
 # ---- plugins and sharing ----------------------------------------------------------------
 def test_the_example_third_party_plugin_works_as_a_tab(client):
     perplexity, surprises = client.predict(text="Shall I compare thee to a summer's day", top=3, api_name="/perplexity")
