@@ -4,8 +4,8 @@
     gradio apps/app.py                              serve it, reloading on every edit under apps/
 
 build_app() discovers the task plugins and gives each usable one a tab; the
-ones that fail to load are listed at the top instead. The Inspect tab (apps/lab.py)
-shows the default language model's gates. Models load on first use
+ones that fail to load are listed at the top instead. The Inspect and Gradients
+tabs (apps/lab.py) show the default language model's gates and the gradients lab. Models load on first use
 and are shared by every session; requests queue behind a concurrency limit.
 The app binds to 127.0.0.1, sends no analytics and fetches nothing from the
 internet; uploads and outputs live in Gradio's temporary folder.
@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a file (`gradio apps/app.py`): make the 
 import gradio as gr  # noqa: E402
 
 from apps.images import MAX_UPLOAD  # noqa: E402
-from apps.lab import build_inspect_tab  # noqa: E402
+from apps.lab import build_gradients_tab, build_inspect_tab  # noqa: E402
 from apps.pool import TaskPool  # noqa: E402
 from apps.tabs import CONCURRENCY_ID, build_tab  # noqa: E402
 from genseq import ConfigError  # noqa: E402
@@ -54,6 +54,8 @@ def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
                     build_tab(info, pool or SHARED_POOL, overrides.get(info.name), concurrency)
             with gr.Tab("Inspect", id="inspect"):
                 build_inspect_tab(CONCURRENCY_ID, concurrency)
+            with gr.Tab("Gradients", id="gradients"):
+                build_gradients_tab(CONCURRENCY_ID, concurrency)
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
 
 

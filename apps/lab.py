@@ -1,9 +1,13 @@
-"""The Inspect tab: the default language model's gates, cell and hidden state at every token typed.
+"""The lab tabs, beside the task tabs.
 
-It shows genseq.gates' pictures (`genseq inspect` on the command line): tokens x
-units heat maps of the input, forget and output gates, the cell candidate, the
-cell state and the hidden state, for the units whose cell state moves most,
-and the traces of those cells. Its API name is /inspect.
+Inspect: the default language model's gates, cell and hidden state at every
+token typed, as genseq.gates draws them (`genseq inspect` on the command line):
+tokens x units heat maps of the input, forget and output gates, the cell
+candidate, the cell state and the hidden state, for the units whose cell state
+moves most, and the traces of those cells. API name /inspect.
+
+Gradients: genseq.lab's experiments at small settings (`genseq lab gradients`
+runs the full ones). API name /gradients.
 """
 
 from __future__ import annotations
@@ -74,4 +78,44 @@ def build_inspect_tab(concurrency_id: str, concurrency: int) -> None:
             picture = gr.Image(label="Gates, cell and hidden state", type="pil", format="png", interactive=False,
                                elem_id="inspect-picture")
     run.click(inspect_handler, [text, layer], [picture, summary], api_name="inspect",
+              concurrency_id=concurrency_id, concurrency_limit=concurrency)
+
+
+def gradients_handler(cells: list[str], length: float, longest: float, steps: float):
+    from PIL import Image
+
+    from genseq.lab import LabConfig, lab_png, run_lab
+
+    counts = tuple(sorted({max(1, int(longest) // 4), int(longest)}))
+    try:
+        result = run_lab(LabConfig(cells=tuple(cells or ()), length=int(length), distractors=counts, steps=int(steps)))
+    except GenseqError as error:
+        raise page_error(str(error)) from error
+    header = "| cell | " + " | ".join(f"N = {n}, clipped | N = {n}, not clipped" for n in counts) + " |"
+    rows = [header, "|---|" + "---:|" * (2 * len(counts))]
+    for cell, kinds in result.recall.items():
+        rows.append(f"| {cell} | " + " | ".join(f"{kinds['clipped'][n]:.2f} | {kinds['unclipped'][n]:.2f}" for n in counts) + " |")
+    summary = "\n".join([f"Recall accuracy after N distractors ({int(steps)} Adam steps each; chance "
+                         f"{1 / result.config.keys:.3f}):", "", *rows])
+    return Image.open(io.BytesIO(lab_png(result))), summary
+
+
+def build_gradients_tab(concurrency_id: str, concurrency: int) -> None:
+    gr.Markdown("Vanishing and exploding gradients, measured on small freshly trained models: how much gradient "
+                "reaches each input of a sequence in RNN, GRU and LSTM layers, and how well each learns to recall a "
+                "symbol across N distractors with and without gradient clipping. Small settings run in seconds; "
+                "`genseq lab gradients` runs the full ones.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            cells = gr.CheckboxGroup(["rnn", "gru", "lstm"], value=["rnn", "gru", "lstm"], label="Cells",
+                                     elem_id="gradients-cells")
+            length = gr.Slider(10, 300, value=100, step=10, label="Sequence length (gradient)", elem_id="gradients-length")
+            longest = gr.Slider(4, 40, value=20, step=4, label="Longest N (distractors)", elem_id="gradients-longest")
+            steps = gr.Slider(50, 400, value=150, step=50, label="Training steps per model", elem_id="gradients-steps")
+            run = gr.Button("Run", variant="primary", elem_id="gradients-run-button")
+            summary = gr.Markdown("", elem_id="gradients-summary")
+        with gr.Column(scale=3):
+            picture = gr.Image(label="Gradient against distance; recall against N", type="pil", format="png",
+                               interactive=False, elem_id="gradients-picture")
+    run.click(gradients_handler, [cells, length, longest, steps], [picture, summary], api_name="gradients",
               concurrency_id=concurrency_id, concurrency_limit=concurrency)

@@ -299,6 +299,13 @@ def test_the_inspect_tab_pictures_the_default_models_gates(client):
         client.predict(text="", layer=1, api_name="/inspect")
 
 
+def test_the_gradients_tab_runs_the_lab_at_small_settings(client):
+    picture, summary = client.predict(cells=["rnn", "lstm"], length=20, longest=4, steps=50, api_name="/gradients")
+    assert Image.open(picture).width > 800 and "| rnn |" in summary and "| lstm |" in summary and "N = 4" in summary
+    with pytest.raises(AppError, match="cells must be among"):
+        client.predict(cells=[], length=20, longest=4, steps=50, api_name="/gradients")
+
+
 # ---- plugins and sharing ----------------------------------------------------------------
 def test_the_example_third_party_plugin_works_as_a_tab(client):
     perplexity, surprises = client.predict(text="Shall I compare thee to a summer's day", top=3, api_name="/perplexity")

@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import GenseqError
 
-COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "gates", "serve")
+COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "gates", "lab", "serve")
 
 
 class Parser(argparse.ArgumentParser):
