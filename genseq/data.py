@@ -110,6 +110,7 @@ def _load_hf_dataset(spec: str, split: str, streaming: bool):
     import datasets
 
     datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # genseq shows its own
     path = Path(spec)
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):

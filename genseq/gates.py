@@ -73,17 +73,8 @@ def inspect_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Inspe
         record = instrumented_lstm_layer(model.core, layer, x)
         layers.append({name: values[1:].cpu() for name, values in record.items()})  # the start token's row dropped
         x = record["hidden"]
-    return Inspection(token_texts(tokenizer, ids), layers)
+    return Inspection(tokenizer.token_texts(ids), layers)
 
-
-def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
-    """The text each token adds, spaces included (decoding one piece alone drops its leading space)."""
-    texts, previous = [], ""
-    for end in range(1, len(ids) + 1):
-        text = tokenizer.decode(ids[:end])
-        texts.append(text[len(previous):] if text.startswith(previous) else text)
-        previous = text
-    return texts
 
 
 def instrumented_lstm_layer(lstm: torch.nn.LSTM, layer: int, inputs: Tensor, state: tuple[Tensor, Tensor] | None = None

@@ -114,6 +114,15 @@ class Tokenizer:
                 lines[-1].append(token_id)
         return "\n".join(self.sp.decode(line) for line in lines)
 
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """The text each token adds, spaces included (decoding one piece alone drops its leading space)."""
+        texts, previous = [], ""
+        for end in range(1, len(ids) + 1):
+            text = self.decode(ids[:end])
+            texts.append(text[len(previous):] if text.startswith(previous) else text)
+            previous = text
+        return texts
+
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size})"
 

@@ -292,6 +292,14 @@ def test_the_captioning_tab_captions_an_upload_with_scores_and_attention_map(cli
     assert Image.open(attention).width > Image.open(EXAMPLE_IMAGE).width  # the picture and one map per word
 
 
+def test_the_sentiment_tab_shows_the_label_and_the_opinion_picture(client):
+    label, picture, tokens = client.predict(text="Thank you, the crew was wonderful!", api_name="/sentiment")
+    assert label["label"] == "positive" and label["confidences"][0]["label"] == "positive"
+    assert Image.open(picture).width > 300 and tokens[-1]["token"] == "!"
+    with pytest.raises(AppError, match="there is no text to classify"):
+        client.predict(text=" ", api_name="/sentiment")
+
+
 def test_the_inspect_tab_pictures_the_default_models_gates(client):
     picture, summary = client.predict(text="To be, or not to be", layer=0, api_name="/inspect")
     assert Image.open(picture).width > 800 and "layer 0" in summary and "| unit |" in summary

@@ -42,5 +42,14 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(metrics))
         return
-    for name, value in metrics.items():
+    for name, value in _flat(metrics):
         print(f"{name:>16}  {value:.4f}" if isinstance(value, float) else f"{name:>16}  {value}")
+
+
+def _flat(metrics: dict, prefix: str = ""):
+    """(name, value) pairs; nested dicts give dotted names (model.accuracy)."""
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value

@@ -134,7 +134,7 @@ def render(task_class: type[Task], result: dict, skip: Iterable[str] = ()) -> st
     lines = []
     for output in task_class.outputs:
         value = result.get(output.name)
-        if output.name in skip or value is None or output.kind == "json":
+        if output.name in skip or value is None or output.kind in ("json", "image"):  # pictures are the web app's
             continue
         if output.kind == "text":
             lines.append(str(value))

@@ -1,0 +1,74 @@
+"""The `sentiment` task: text in; positive or negative with its probability, and the opinion after each token.
+
+Outputs: `sentiment` (a label with its probability), `opinion` (a picture of
+P(positive) after each token, the way the LSTM's opinion moves through the
+text) and `tokens` (each token with P(positive) after it, for --json).
+"""
+
+from __future__ import annotations
+
+from genseq.tasks import Input, Option, Output, Task
+
+
+class SentimentTask(Task):
+    name = "sentiment"
+    description = "Say whether a short text is positive or negative: the seed article's embedding + LSTM classifier."
+    inputs = (Input("text", "text", "the text to classify"),)
+    outputs = (
+        Output("sentiment", "label", "positive or negative, with its probability"),
+        Output("opinion", "image", "P(positive) after each token"),
+        Output("tokens", "json", "each token with P(positive) after it"),
+    )
+    options = (Option("threshold", 0.5, "P(positive) from which a text is called positive", minimum=0.0, maximum=1.0),)
+
+    def load(self, model_path):
+        from .model import load_sentiment
+
+        return load_sentiment(model_path, device=self.device)
+
+    def predict(self, model, batch, options):
+        from genseq.errors import ConfigError
+
+        from .picture import opinion_picture
+
+        texts = [item["text"] for item in batch]
+        if any(not text.strip() for text in texts):
+            raise ConfigError("there is no text to classify; type a sentence")
+        results = []
+        for text, found in zip(texts, model.classify(texts)):
+            positive = found["positive"] >= options["threshold"]
+            label = {"label": "positive" if positive else "negative",
+                     "prob": found["positive"] if positive else 1 - found["positive"]}
+            results.append({"text": text, "sentiment": label, "positive": found["positive"],
+                            "tokens": [{"token": t, "positive": p} for t, p in found["tokens"]],
+                            "opinion": opinion_picture(found["tokens"], options["threshold"])})
+        return results
+
+    def to_json(self, batch, results):
+        kept = [{key: result[key] for key in ("text", "sentiment", "positive", "tokens")} for result in results]
+        return kept[0] if len(kept) == 1 else kept
+
+    # ---- genseq train / eval sentiment ---------------------------------------------------
+    @classmethod
+    def add_train_arguments(cls, parser):
+        from .cli import add_train_arguments
+
+        add_train_arguments(parser)
+
+    @classmethod
+    def train(cls, args):
+        from .cli import run_train
+
+        return run_train(args)
+
+    @classmethod
+    def add_eval_arguments(cls, parser):
+        from .cli import add_eval_arguments
+
+        add_eval_arguments(parser)
+
+    @classmethod
+    def evaluate(cls, args):
+        from .cli import run_eval
+
+        return run_eval(args)
