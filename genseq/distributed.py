@@ -134,5 +134,13 @@ def shutdown() -> None:
     """Leave the process group (at the end of a distributed command)."""
     global _world
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        import gc
+
+        gc.collect()  # DistributedDataParallel wrappers no longer used go before the group they use
+        # Every process reaches this point before any tears its connections down: a process that
+        # left while another still used the group could abort it.
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
     _world = None

@@ -263,7 +263,14 @@ class Trainer:
                     self._validate_and_record()
                 progress.finished = True
             self.save_last()
+        self._release_network()
         return progress
+
+    def _release_network(self) -> None:
+        """Drop the DDP wrapper and the graph of the last step (DDP must be gone before its process group is)."""
+        self.network = self.model
+        if self.hidden is not None:
+            self.hidden = detach_state(self.hidden)
 
     def _postfix(self, loss: float, rate: float) -> dict:
         postfix = {"loss": f"{loss:.3f}", "ppl": f"{math.exp(min(loss, 50)):.1f}", "tok/s": f"{rate:,.0f}",

@@ -333,6 +333,7 @@ class CaptionTrainer:
                     self._validate_and_record()
                 progress.finished = True
             self.save_last()
+        self.forward = TeacherForced(self.captioner)  # DDP must be gone before its process group is
         return progress
 
     def request_stop(self) -> None:
