@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .model import open_forget_gates
 
 CELL_TYPES = ("rnn", "gru", "lstm")
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -76,11 +77,7 @@ class RecallModel(nn.Module):
         self.core = RECURRENT[cell](hidden_size, hidden_size, batch_first=True)
         self.readout = nn.Linear(hidden_size, classes)
         if cell == "lstm":
-            for name, bias in self.core.named_parameters():
-                if name.startswith("bias_ih"):
-                    bias.data[hidden_size : 2 * hidden_size].fill_(1.0)
-                elif name.startswith("bias_hh"):
-                    bias.data[hidden_size : 2 * hidden_size].fill_(0.0)
+            open_forget_gates(self.core)
 
     def forward_embedded(self, x: Tensor) -> Tensor:
         """x (B, T, E) -> logits (B, classes) from the last step."""

@@ -86,14 +86,7 @@ class LanguageModel(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.output.bias)
         if self.config.cell == "lstm":
-            # A forget-gate bias of 1 lets gradients flow through the cell early in training
-            # (Jozefowicz et al. 2015).
-            H = self.config.hidden_size
-            for name, bias in self.core.named_parameters():
-                if name.startswith("bias_ih"):
-                    bias.data[H : 2 * H].fill_(1.0)
-                elif name.startswith("bias_hh"):
-                    bias.data[H : 2 * H].fill_(0.0)
+            open_forget_gates(self.core)
 
     # ---- state ----------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
@@ -244,6 +237,17 @@ def _gru_cell(x, h, input_linear, hidden_linear):
     z = torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)
     return (1 - z) * n + z * h
+
+
+def open_forget_gates(lstm: nn.LSTM) -> None:
+    """Start every layer's forget-gate bias at 1 (b_ih) + 0 (b_hh): the cell keeps most of itself, so
+    gradients flow through it early in training (Jozefowicz et al. 2015)."""
+    H = lstm.hidden_size
+    for name, bias in lstm.named_parameters():
+        if name.startswith("bias_ih"):
+            bias.data[H : 2 * H].fill_(1.0)
+        elif name.startswith("bias_hh"):
+            bias.data[H : 2 * H].fill_(0.0)
 
 
 def detach_state(state: State) -> State:
