@@ -127,3 +127,26 @@ def test_the_example_third_party_plugin_has_a_working_tab(page, tmp_path):
     expect(perplexity).not_to_have_value("0")  # an output number shows 0 until the task answers
     assert float(perplexity.input_value()) > 1
     page.screenshot(path=tmp_path / "perplexity.png", full_page=True)
+
+
+def test_the_sentiment_tab_shows_the_label_and_the_opinion(page, tmp_path):
+    open_tab(page, "sentiment")
+    page.locator("#sentiment-text textarea").fill("Thank you so much, the crew was wonderful!")
+    page.locator("#sentiment-run-button").click()
+    expect(page.locator("#sentiment-opinion img")).to_be_visible(timeout=20_000)
+    expect(page.locator("#sentiment-sentiment")).to_contain_text("positive")
+    page.screenshot(path=tmp_path / "sentiment.png", full_page=True)
+
+
+def test_the_inspect_and_gradients_tabs_draw_their_pictures(page, tmp_path):
+    open_tab(page, "Inspect")
+    page.locator("#inspect-text textarea").fill("To be, or not to be")
+    page.locator("#inspect-run-button").click()
+    expect(page.locator("#inspect-picture img")).to_be_visible(timeout=20_000)
+    expect(page.locator("#inspect-summary")).to_contain_text("cell state moves most")
+    open_tab(page, "Gradients")
+    page.locator("#gradients-steps input[type=number]").fill("50")
+    page.locator("#gradients-run-button").click()
+    expect(page.locator("#gradients-picture img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#gradients-summary")).to_contain_text("lstm")
+    page.screenshot(path=tmp_path / "gradients.png", full_page=True)
