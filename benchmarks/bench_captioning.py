@@ -2,14 +2,15 @@
 
 Both caption the same 64 images with 3 beams from the same encoder features
 (computed once beforehand, so the decoder is what is measured), in the same
-process on the same threads (one unless --threads says more). The reference
-is the loop that popular tutorials write: for each image, for each step, for each live beam, one call through
-the decoder's modules, then a Python sort of the candidates. genseq advances
+process on the same threads (torch's default, every core, unless --threads
+says otherwise). The reference is the loop that popular tutorials write: for
+each image, for each step, for each live beam, one call through the decoder's
+modules, then a Python sort of the candidates. genseq advances
 every beam of every image in one fused step per word (genseq's generation
 engine). Hypotheses are ranked the same way in both (log-probability /
 length), so their captions agree; the fraction that does is printed.
 
-    python benchmarks/bench_captioning.py [--images 64] [--beams 3] [--repeats 3] [--threads 1]
+    python benchmarks/bench_captioning.py [--images 64] [--beams 3] [--repeats 3] [--threads N]
 
 The last line is the speed ratio.
 """
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="(default: torch's, every core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     captioner = load_captioner()
