@@ -176,12 +176,21 @@ def save_pretrained(
     dtype: torch.dtype | None = None, **extra: Any,
 ) -> None:
     """Write a loadable checkpoint; each file is replaced atomically (dtype: see model_files)."""
+    write_files(directory, model_files(model, model.config.to_dict(), tokenizer, dtype=dtype, **extra))
+
+
+def write_files(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write files into directory (made if need be), each replaced atomically; its other files stay.
+
+    A run directory keeps its metrics and plot beside the best model this way;
+    write_directory replaces a whole directory instead.
+    """
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _write_error(directory, error) from None
-    for name, data in model_files(model, model.config.to_dict(), tokenizer, dtype=dtype, **extra).items():
+    for name, data in files.items():
         atomic_write(directory / name, data)
 
 

@@ -16,6 +16,7 @@ checkpoint and stop through small all-reduces, so none waits forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -59,6 +60,15 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block before the others do: it fills a cache that they then only read."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over the ranks."""

@@ -245,7 +245,7 @@ class Trainer:
                 loss = self.train_step(*batch)
                 progress.window += 1
                 progress.elapsed += time.monotonic() - started
-                checkpoint_due = self._agree(self._checkpoint_due(last_checkpoint))
+                checkpoint_due = agree(self, self._checkpoint_due(last_checkpoint))
                 tokens_since += config.batch_size * config.bptt
                 if progress.step % 10 == 0 or progress.step == 1:
                     rate = tokens_since / max(time.monotonic() - clock, 1e-9)
@@ -283,9 +283,6 @@ class Trainer:
     def request_stop(self) -> None:
         """Stop after the current step with a resumable checkpoint (what Ctrl-C does)."""
         self._stop_requested = True
-
-    def _agree(self, checkpoint_due: bool) -> bool:
-        return agree(self, checkpoint_due)
 
     def _done(self) -> bool:
         progress, config = self.progress, self.config
@@ -559,13 +556,8 @@ def train_language_model(
         model_config = ModelConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size})
 
     def tokenized(spec: str, split: str) -> TokenStream:
-        # rank 0 fills the cache, then the others read it
-        if not main:
-            world.barrier()
-        stream = tokenize(open_source(spec, text_column, split=split), tokenizer, progress=train_config.progress and main)
-        if main:
-            world.barrier()
-        return stream
+        with world.main_first():  # rank 0 fills the token cache, the others then read it
+            return tokenize(open_source(spec, text_column, split=split), tokenizer, progress=train_config.progress and main)
 
     if streaming:
         rows = len(world.rows(train_config.batch_size))

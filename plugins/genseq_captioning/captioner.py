@@ -27,12 +27,12 @@ from genseq.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    atomic_write,
     load_weights,
     model_files,
     read_config,
     read_weights,
     resolve,
+    write_files,
 )
 from genseq.errors import CheckpointError
 from genseq.generation import GeneratedSequence, GenerationConfig, generate_ids
@@ -149,10 +149,7 @@ class Captioner(nn.Module):
 
     def save(self, directory: str | os.PathLike, **extra) -> None:
         """Write a loadable checkpoint; each file is replaced atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files(**extra).items():
-            atomic_write(directory / name, data)
+        write_files(directory, self.files(**extra))
 
 
 def build(model_config: dict, tokenizer: Tokenizer, path: Path | str = "config.json") -> Captioner:

@@ -208,12 +208,9 @@ class CaptionTrainer:
 
     def _features(self, data: CaptionSet, what: str) -> Features:
         main = self.world.is_main
-        if not main:  # rank 0 computes and caches the features, the others then read them
-            self.world.barrier()
-        features = cached_features(self.captioner.encoder, data.images, progress=self.config.progress and main,
-                                   device=self.device)
-        if main:
-            self.world.barrier()
+        with self.world.main_first():  # rank 0 computes and caches the features, the others then read them
+            features = cached_features(self.captioner.encoder, data.images, progress=self.config.progress and main,
+                                       device=self.device)
         if features.errors and self.config.progress and main:
             from tqdm import tqdm
 

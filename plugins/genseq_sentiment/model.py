@@ -21,12 +21,12 @@ from genseq.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    atomic_write,
     load_weights,
     model_files,
     read_config,
     read_weights,
     resolve,
+    write_files,
 )
 from genseq.errors import CheckpointError, ConfigError
 
@@ -106,10 +106,7 @@ class SentimentModel(nn.Module):
 
     def save(self, directory: str | os.PathLike, **extra) -> None:
         """Write a loadable checkpoint into directory (its other files stay); each file is replaced atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files(**extra).items():
-            atomic_write(directory / name, data)
+        write_files(directory, self.files(**extra))
 
 
 
