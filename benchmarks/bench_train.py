@@ -7,7 +7,11 @@ also carries and detaches the state, schedules the learning rate, checks the
 loss is finite and clips the gradient norm. The last line is the ratio
 genseq / reference of tokens per second (medians over rounds).
 
-    python benchmarks/bench_train.py [--rounds 5] [--steps 10] [--threads N]
+With --precision bf16 genseq's step runs under bf16 autocast while the
+reference stays in fp32, so the ratio is the speed-up of mixed precision (on
+CPUs with AVX512-BF16 or AMX, and on CUDA).
+
+    python benchmarks/bench_train.py [--rounds 5] [--steps 10] [--threads N] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="genseq's side only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +80,8 @@ def main():
     tokenizer = Tokenizer.train((f"w{i} w{i % 7} w{i % 13}" for i in range(3000)), vocab_size=272)
     stream = TokenStream(np.zeros(BATCH * BPTT * 2, dtype=np.uint16), 0, 0)
     trainer = Trainer(LanguageModel(config), tokenizer, stream, stream,
-                      TrainConfig(batch_size=BATCH, bptt=BPTT, warmup_steps=0, progress=False), tempfile.mkdtemp())
+                      TrainConfig(batch_size=BATCH, bptt=BPTT, warmup_steps=0, progress=False,
+                                  device="cpu", precision=args.precision), tempfile.mkdtemp())
     reference = Reference()
     reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-3)
     reference_state = tuple(torch.zeros(LAYERS, BATCH, HIDDEN) for _ in range(2))
@@ -90,7 +96,7 @@ def main():
         start = time.perf_counter()
         reference_state = reference_steps(reference, reference_optimizer, batches, args.steps, reference_state)
         rates["reference"].append(BATCH * BPTT * args.steps / (time.perf_counter() - start))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH} x bptt {BPTT}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, genseq in {args.precision}, batch {BATCH} x bptt {BPTT}, "
           f"emb {EMBEDDING} / hidden {HIDDEN} / {LAYERS} layers / vocab {VOCAB}")
     for name, values in rates.items():
         print(f"{name:>10}: {statistics.median(values):8.0f} tokens/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})")

@@ -9,6 +9,7 @@ as a stream of partial outputs.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterator
@@ -123,33 +124,46 @@ class Task:
         yield self.predict(model, [inputs], options)[0]
 
     # ---- optional: `genseq train NAME` and `genseq eval NAME` ----------------------
+    # Either override these classmethods, or name a module in `commands` that defines
+    # add_train_arguments(parser) and run_train(args) -> int, and/or add_eval_arguments(parser)
+    # and run_eval(args) -> dict: it is imported only when those commands are built.
+    commands: ClassVar[str | None] = None  # dotted module name, relative ones (".cli") to the task's package
+
     @classmethod
     def add_train_arguments(cls, parser) -> None:
         """Add the flags of `genseq train NAME` to an argparse parser; a task without training leaves this alone."""
-        raise NotImplementedError
+        cls._command("add_train_arguments")(parser)
 
     @classmethod
     def train(cls, args) -> int:
         """Run `genseq train NAME` with the parsed flags; returns the exit code."""
-        raise NotImplementedError
+        return cls._command("run_train")(args)
 
     @classmethod
     def add_eval_arguments(cls, parser) -> None:
         """Add the flags of `genseq eval NAME`."""
-        raise NotImplementedError
+        cls._command("add_eval_arguments")(parser)
 
     @classmethod
     def evaluate(cls, args) -> dict:
         """Run `genseq eval NAME`; returns the metrics (printed as a table, or as JSON with --json)."""
-        raise NotImplementedError
+        return cls._command("run_eval")(args)
 
     @classmethod
     def trainable(cls) -> bool:
-        return cls.train.__func__ is not Task.train.__func__
+        return cls.train.__func__ is not Task.train.__func__ or cls._command("run_train", required=False) is not None
 
     @classmethod
     def evaluable(cls) -> bool:
-        return cls.evaluate.__func__ is not Task.evaluate.__func__
+        return cls.evaluate.__func__ is not Task.evaluate.__func__ or cls._command("run_eval", required=False) is not None
+
+    @classmethod
+    def _command(cls, name: str, required: bool = True):
+        module = importlib.import_module(cls.commands, cls.__module__.rpartition(".")[0]) if cls.commands else None
+        function = getattr(module, name, None)
+        if function is None and required:
+            raise NotImplementedError(f"task {cls.name} has no {name}")
+        return function
 
     # ---- what callers use --------------------------------------------------------
     @property

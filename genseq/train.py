@@ -46,6 +46,7 @@ from .model import LanguageModel, State, detach_state
 from .tokenizer import Tokenizer
 
 SCHEDULES = ("cosine", "plateau", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
 STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
 
 
@@ -69,6 +70,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or "bf16", "fp32" everywhere
     progress: bool = True
 
     def __post_init__(self):
@@ -83,6 +85,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, not {self.lr}")
         if self.max_time is not None and not self.max_time > 0:
             raise ConfigError(f"max_time must be positive, not {self.max_time}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
         if self.clip_grad_norm < 0 or self.patience < 0 or self.warmup_steps < 0 or self.weight_decay < 0:
@@ -173,6 +177,12 @@ class Trainer:
         return config.lr * warmup * scale
 
     # ---- one step ---------------------------------------------------------------
+    def autocast(self):
+        """Mixed precision for forward passes: bf16 matrix products, fp32 weights and optimizer state."""
+        precision = self.config.precision
+        enabled = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
         """One TBPTT window: forward with the carried state, backward, clip, update."""
         inputs, targets = inputs.to(self.device), targets.to(self.device)
@@ -180,7 +190,7 @@ class Trainer:
             self.hidden = self.model.initial_state(inputs.size(0))
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with self.autocast():
             logits, hidden = self.network(inputs, detach_state(self.hidden))  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         # The mean over the whole batch: every process holds as many tokens.
@@ -208,7 +218,7 @@ class Trainer:
         for index in range(len(self.valid_batches)):
             inputs, targets = self.valid_batches.get_batch(index)
             inputs, targets = inputs.to(self.device), targets.to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with self.autocast():
                 logits, hidden = self.model(inputs, hidden)
             total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum").item()
             count += targets.numel()

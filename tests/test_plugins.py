@@ -146,6 +146,29 @@ def test_a_task_with_train_and_eval_hooks_gets_train_and_eval_commands(plugin_pa
     assert "task echo (genseq-echo) failed: RuntimeError: evaluation crashed" in capsys.readouterr().err
 
 
+COMMANDS_MODULE_TASK = GOOD_TASK + '''
+    commands = "echo_plugin"
+
+def add_train_arguments(parser):
+    parser.add_argument("--steps", type=int, required=True)
+
+def run_train(args):
+    print(f"trained {{args.steps}} steps")
+    return 0
+'''
+
+
+def test_a_commands_module_gives_the_commands_it_defines(plugin_path, capsys):
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", COMMANDS_MODULE_TASK.format(name="echo"))
+    task_class = get_task_class("echo")
+    assert task_class.trainable() and not task_class.evaluable()
+    assert main(["train", "echo", "--steps", "4"]) == 0
+    assert capsys.readouterr().out == "trained 4 steps\n"
+    with pytest.raises(SystemExit):
+        main(["eval", "echo", "--data", "x"])
+    assert "invalid choice: 'echo'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--text", "y"], "task completion takes no --text"),
     (["--times", "2"], "--times is not an option of task completion; its options are: --max-new-tokens"),

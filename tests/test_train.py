@@ -41,6 +41,21 @@ def test_training_lowers_validation_loss_and_writes_the_run_directory(tiny_confi
     assert model.config == tiny_config
 
 
+def test_bf16_precision_trains_under_autocast_on_the_cpu(tiny_config, tokenizer, streams, tmp_path):
+    trainer = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=40, eval_every=20, lr=1e-2,
+                           precision="bf16", device="cpu")
+    with trainer.autocast():
+        logits, _ = trainer.model(torch.zeros(1, 3, dtype=torch.long))
+    assert logits.dtype == torch.bfloat16
+    initial = trainer.validate()
+    progress = trainer.fit()
+    assert progress.finished and progress.best_valid_loss < initial - 0.3
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 weights, bf16 products
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training_config"]["precision"] == "bf16"
+    with make_trainer(tiny_config, tokenizer, streams, tmp_path / "fp32", device="cpu").autocast():
+        assert trainer.model(torch.zeros(1, 3, dtype=torch.long))[0].dtype == torch.float32
+
+
 def test_interrupted_and_resumed_run_ends_with_identical_weights(tiny_config, tokenizer, streams, tmp_path):
     options = dict(max_steps=50, eval_every=15, lr=5e-3)
     straight = make_trainer(tiny_config, tokenizer, streams, tmp_path / "straight", **options)
@@ -118,6 +133,7 @@ def test_plateau_schedule_halves_the_rate_after_a_validation_without_improvement
     (dict(batch_size=0), "batch_size"),
     (dict(schedule="linear"), "schedule"),
     (dict(device="tpu"), "device"),
+    (dict(precision="fp16"), "precision"),
 ])
 def test_inconsistent_training_options_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):

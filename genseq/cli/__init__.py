@@ -83,3 +83,19 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
     if not out:
         raise ConfigError("--out is required (or --resume DIR to continue a run)")
     return out
+
+
+def training_outcome(trainer, task: str, data: str, out_dir: str, best) -> int:
+    """Say on stderr how a run ended and return its exit code: 0 finished, 130 stopped and resumable.
+
+    best(progress) words the best validation figure; only the main process reports.
+    """
+    progress = trainer.progress
+    if not trainer.world.is_main:
+        return 0 if progress.finished else 130
+    if not progress.finished:
+        print(f"genseq: stopped at step {progress.step}; continue with: genseq train {task} --data {data} "
+              f"--resume {out_dir}", file=sys.stderr)
+        return 130
+    print(f"trained {progress.step} steps; {best(progress)}; saved in {out_dir}", file=sys.stderr)
+    return 0

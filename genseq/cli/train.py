@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from . import duration, non_negative_float, positive_int, run_directory
+from . import duration, non_negative_float, positive_int, run_directory, training_outcome
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
                  "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
@@ -90,6 +89,9 @@ def add_lm_parser(tasks) -> None:
     training.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0)
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    training.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                          help="bf16: mixed precision, also on CPUs with bf16 instructions "
+                               "(about 1.9x faster on AVX512-BF16); auto: bf16 on CUDA only")
     training.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -110,7 +112,7 @@ def run(args) -> int:
         max_time=args.max_time, clip_grad_norm=args.clip_grad_norm, patience=args.patience,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        precision=args.precision, progress=not args.no_progress,
     )
     try:
         trainer = train_language_model(
@@ -120,13 +122,5 @@ def run(args) -> int:
         )
     finally:
         shutdown()
-    progress = trainer.progress
-    if not trainer.world.is_main:
-        return 0 if progress.finished else 130
-    if not progress.finished:
-        print(f"genseq: stopped at step {progress.step}; continue with: genseq train lm --data {args.data} "
-              f"--resume {out_dir}", file=sys.stderr)
-        return 130
-    print(f"trained {progress.step} steps; best validation loss {progress.best_valid_loss:.4f}; "
-          f"model in {out_dir}", file=sys.stderr)
-    return 0
+    return training_outcome(trainer, "lm", args.data, out_dir,
+                            lambda progress: f"best validation loss {progress.best_valid_loss:.4f}")

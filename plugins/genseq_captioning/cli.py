@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from genseq.cli import duration, positive_int, run_directory
+from genseq.cli import duration, positive_int, run_directory, training_outcome
 
 
 def _add_data_arguments(parser, split: str) -> None:
@@ -96,16 +95,8 @@ def run_train(args) -> int:
         )
     finally:
         shutdown()
-    progress = trainer.progress
-    if not trainer.world.is_main:
-        return 0 if progress.finished else 130
-    if not progress.finished:
-        print(f"genseq: stopped at step {progress.step}; continue with: genseq train captioning --data {args.data} "
-              f"--resume {out_dir}", file=sys.stderr)
-        return 130
-    print(f"trained {progress.step} steps; best validation BLEU-4 {progress.best_bleu4:.4f}; captioner in {out_dir}",
-          file=sys.stderr)
-    return 0
+    return training_outcome(trainer, "captioning", args.data, out_dir,
+                            lambda progress: f"best validation BLEU-4 {progress.best_bleu4:.4f}")
 
 
 # ---- genseq eval captioning ------------------------------------------------------------------

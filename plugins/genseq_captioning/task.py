@@ -28,6 +28,7 @@ class CaptioningTask(Task):
         Option("attention", False, "return the attention-map picture of each image"),
         Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str),
     )
+    commands = ".cli"  # genseq train / eval captioning
 
     def load(self, model_path):
         from .captioner import default_dir, load_captioner
@@ -58,31 +59,6 @@ class CaptioningTask(Task):
             rows.append(row)
         self._pictures(captioner, results, loaded.rows, rows, options)
         return results
-
-    # ---- `genseq train captioning` and `genseq eval captioning` ---------------------------
-    @classmethod
-    def add_train_arguments(cls, parser):
-        from .cli import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args):
-        from .cli import run_train
-
-        return run_train(args)
-
-    @classmethod
-    def add_eval_arguments(cls, parser):
-        from .cli import add_eval_arguments
-
-        add_eval_arguments(parser)
-
-    @classmethod
-    def evaluate(cls, args):
-        from .cli import run_eval
-
-        return run_eval(args)
 
     def to_json(self, batch, results):
         keys = ("image", "caption", "logprob", "error")

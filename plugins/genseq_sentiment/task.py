@@ -20,6 +20,7 @@ class SentimentTask(Task):
         Output("tokens", "json", "each token with P(positive) after it"),
     )
     options = (Option("threshold", 0.5, "P(positive) from which a text is called positive", minimum=0.0, maximum=1.0),)
+    commands = ".cli"  # genseq train / eval sentiment
 
     def load(self, model_path):
         from .model import load_sentiment
@@ -47,28 +48,3 @@ class SentimentTask(Task):
     def to_json(self, batch, results):
         kept = [{key: result[key] for key in ("text", "sentiment", "positive", "tokens")} for result in results]
         return kept[0] if len(kept) == 1 else kept
-
-    # ---- genseq train / eval sentiment ---------------------------------------------------
-    @classmethod
-    def add_train_arguments(cls, parser):
-        from .cli import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args):
-        from .cli import run_train
-
-        return run_train(args)
-
-    @classmethod
-    def add_eval_arguments(cls, parser):
-        from .cli import add_eval_arguments
-
-        add_eval_arguments(parser)
-
-    @classmethod
-    def evaluate(cls, args):
-        from .cli import run_eval
-
-        return run_eval(args)
