@@ -78,8 +78,9 @@ def on_one_thread(start: Callable[[], Iterator]) -> Iterator:
     """The items of start(), produced on one thread of their own.
 
     Gradio resumes a streaming handler on whichever worker thread is free, but a
-    task's generator may hold thread-local state across its yields (torch's
-    inference mode does), so it must always resume on the thread that began it.
+    plugin's generator may hold thread-local state across its yields (torch's
+    inference or no-grad mode, for one), so it always resumes on the thread that
+    began it. (genseq's own engine leaves that mode at every yield.)
     """
     items: queue.Queue = queue.Queue()
     stopped = threading.Event()

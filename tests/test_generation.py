@@ -9,7 +9,7 @@ from torch import nn
 
 from genseq import LanguageModel, ModelConfig
 from genseq.errors import ConfigError
-from genseq.generation import GenerationConfig, decoding_step, generate, generate_ids
+from genseq.generation import GenerationConfig, decoding_step, generate, generate_ids, sample_steps
 
 EOS, A, B = 3, 4, 5
 
@@ -82,6 +82,24 @@ def test_seed_reproducibility(lstm):
     assert tokens_of(first) == tokens_of(generate_ids(lstm, PROMPTS, config, eos_id=EOS))
     other = generate_ids(lstm, PROMPTS, config.updated(seed=8), eos_id=EOS)
     assert tokens_of(first) != tokens_of(other)
+
+
+def test_steps_can_be_consumed_from_other_threads_outside_inference_mode(lstm):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = GenerationConfig(max_new_tokens=10, seed=5, top_k=20)
+    steps = sample_steps(lstm, [[7, 8, 9]], config, eos_id=EOS)
+    seen, modes = [], []
+
+    def take():  # on whichever worker is free, as a web server resumes a stream
+        return next(steps, None), torch.is_inference_mode_enabled()
+
+    with ThreadPoolExecutor(2) as pool:
+        while (taken := pool.submit(take).result())[0] is not None:
+            seen += taken[0].tokens
+            modes.append(taken[1])
+    assert len(modes) == 10 and not any(modes)
+    assert seen == generate_ids(lstm, [[7, 8, 9]], config, eos_id=EOS)[0][0].tokens
 
 
 @pytest.mark.parametrize("options", [

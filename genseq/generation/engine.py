@@ -111,12 +111,36 @@ def sample_steps(
     """Generate token by token, yielding each step's new tokens as soon as they exist.
 
     Sequence i * n + j (n = num_return_sequences) continues prompt i with seed + j,
-    so a prompt gets the same tokens alone as in any batch.
+    so a prompt gets the same tokens alone as in any batch. The steps may be
+    consumed from any thread, and between two steps the caller is not in
+    inference mode.
     """
+    return in_inference_mode(_sample_steps(model, prompts, config, eos_id, start_id, stop_hook))
+
+
+def in_inference_mode(steps: Iterator) -> Iterator:
+    """The items of a generator, its code run in torch's inference mode but every yield outside it.
+
+    Inference mode is thread-local: a generator that held it across its yields
+    would leak it into the consumer's code and break when resumed on another thread.
+    """
+    try:
+        while True:
+            with torch.inference_mode():
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        steps.close()
+
+
+def _sample_steps(model, prompts, config, eos_id, start_id, stop_hook) -> Iterator[Step]:
     n = config.num_return_sequences
     seed = config.seed if config.seed is not None else secrets.randbits(62)
     deadline = time.monotonic() + config.max_time if config.max_time else None
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model):
         advance = decoding_step(model, config.precision)
         logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)  # (P, V)
         rows = torch.arange(len(prompts)).repeat_interleave(n)  # (S,): sequence -> its prompt
