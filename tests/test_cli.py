@@ -99,14 +99,16 @@ def test_existing_run_is_never_overwritten_and_resume_refuses_new_model_options(
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 
-def test_resume_continues_a_finished_run_to_a_larger_budget(capsys, tmp_path, train_file, valid_file):
+def test_resume_continues_a_finished_run_to_a_larger_budget_with_its_own_options(capsys, tmp_path, train_file, valid_file):
     out = tmp_path / "run"
-    assert run_cli(capsys, *tiny_train_args(train_file, out, "--valid", valid_file))[0] == 0
+    assert run_cli(capsys, *tiny_train_args(train_file, out, "--valid", valid_file, "--lr", "0.01"))[0] == 0
     code, _, err = run_cli(capsys, "train", "lm", "--data", train_file, "--valid", valid_file, "--resume", out,
-                           "--batch-size", "4", "--bptt", "8", "--max-steps", "14", "--warmup-steps", "2", "--no-progress")
+                           "--max-steps", "14", "--no-progress")
     assert code == 0, err
     state = json.loads((out / "last" / "training_state.json").read_text())
     assert state["progress"]["step"] == 14
+    options = json.loads((out / "last" / "config.json").read_text())["training_config"]
+    assert (options["batch_size"], options["bptt"], options["lr"], options["max_steps"]) == (4, 8, 0.01, 14)
 
 
 def test_console_script_reports_errors_without_a_traceback(tmp_path):

@@ -106,6 +106,34 @@ def test_the_shipped_model_loads_offline_and_reads_obvious_tweets(capsys):
     assert first["sentiment"]["label"] == "positive" and second["sentiment"]["label"] == "negative"
 
 
+def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data, tmp_path, monkeypatch, capsys):
+    from genseq_sentiment.train import SentimentTrainer
+
+    flags = ["--data", data[0], "--valid", data[1], "--vocab-size", "300", "--epochs", "3", "--batch-size", "32",
+             "--lr", "1e-2", "--dropout", "0.3", "--no-progress"]
+    assert main(["train", "sentiment", *flags, "--out", str(tmp_path / "whole")]) == 0
+    step = SentimentTrainer._train_step
+
+    def stop_at_step_25(trainer, rows):  # mid-way through the second epoch (19 steps each)
+        loss = step(trainer, rows)
+        if trainer.step == 25:
+            trainer.request_stop()
+        return loss
+
+    monkeypatch.setattr(SentimentTrainer, "_train_step", stop_at_step_25)
+    assert main(["train", "sentiment", *flags, "--out", str(tmp_path / "split")]) == 130
+    assert f"continue with: genseq train sentiment --data {data[0]} --valid {data[1]} --resume" in capsys.readouterr().err
+    monkeypatch.setattr(SentimentTrainer, "_train_step", step)
+    data_flags = flags[:4] + ["--no-progress"]
+    assert main(["train", "sentiment", *data_flags, "--resume", str(tmp_path / "split")]) == 0
+    whole, split = load_sentiment(tmp_path / "whole" / "last"), load_sentiment(tmp_path / "split" / "last")
+    for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), name
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [
+        json.loads(line)["step"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("rows,flags,message", [
     ([("fine", 2)], [], "row 1 of .* has label 2; labels are 0 \\(negative\\) and 1 \\(positive\\)"),
     ([("fine", 1)], ["--label-column", "stars"], "has no column 'stars'"),

@@ -8,8 +8,10 @@ and exit code 2; Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import re
+import shlex
 import sys
 
 from .. import __version__
@@ -85,17 +87,52 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
     return out
 
 
-def training_outcome(trainer, task: str, data: str, out_dir: str, best) -> int:
-    """Say on stderr how a run ended and return its exit code: 0 finished, 130 stopped and resumable.
 
-    best(progress) words the best validation figure; only the main process reports.
+def training_outcome(task: str, args, out_dir, finished: bool, step: int, best, is_main: bool = True) -> int:
+    """Say on stderr how `genseq train TASK` ended and return its exit code: 0 finished, 130 stopped.
+
+    A stopped run is told the command that resumes it (args.data and args.valid
+    repeated, quoted for the shell); best() words the best validation figure of
+    a finished one. Only the main process of a distributed run reports.
     """
-    progress = trainer.progress
-    if not trainer.world.is_main:
-        return 0 if progress.finished else 130
-    if not progress.finished:
-        print(f"genseq: stopped at step {progress.step}; continue with: genseq train {task} --data {data} "
-              f"--resume {out_dir}", file=sys.stderr)
+    if not is_main:
+        return 0 if finished else 130
+    if not finished:
+        data = "".join(f" --{flag} {shlex.quote(str(getattr(args, flag)))}"
+                       for flag in ("data", "valid") if getattr(args, flag, None))
+        print(f"genseq: stopped at step {step}; continue with: genseq train {task}{data} --resume {out_dir}",
+              file=sys.stderr)
         return 130
-    print(f"trained {progress.step} steps; {best(progress)}; saved in {out_dir}", file=sys.stderr)
+    print(f"trained {step} steps; {best()}; saved in {out_dir}", file=sys.stderr)
     return 0
+
+
+def config_flag(group, config_class, name: str, help: str = "", default_text: str | None = None, **options) -> None:
+    """A flag setting the field `name` of config_class, its default (or default_text) shown in the help.
+
+    Left out, the flag stays None, so that build_config can tell it was not
+    given: a resumed run then keeps the value it was started with.
+    """
+    if default_text is None:
+        default_text = str(next(field.default for field in dataclasses.fields(config_class) if field.name == name))
+    group.add_argument("--" + name.replace("_", "-"), default=None, help=f"{help} (default: {default_text})".lstrip(),
+                       **options)
+
+
+def build_config(config_class, args, saved: dict | None = None, **fixed):
+    """config_class from the flags given, else the saved run's values (resuming), else its defaults; fixed wins."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    values = {name: value for name, value in (saved or {}).items() if name in names}
+    values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
+    return config_class(**{**values, **fixed})
+
+
+def saved_training_config(run_dir) -> dict:
+    """The training options a run in run_dir was started with ({} when its last/ has none to read)."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(run_dir) / "last" / "config.json").read_text()).get("training_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
-from . import duration, non_negative_float, positive_int, run_directory, training_outcome
+from . import (
+    build_config, config_flag, duration, non_negative_float, positive_int, run_directory, saved_training_config,
+    training_outcome,
+)
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
                  "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
@@ -45,6 +49,8 @@ def add_task_parsers(tasks, able: str, add_arguments: str, action) -> list:
 
 
 def add_lm_parser(tasks) -> None:
+    from ..train import PRECISIONS, SCHEDULES, TrainConfig
+
     parser = tasks.add_parser("lm", help="a language model", description="Train a language model.")
     parser.add_argument("--data", required=True, help="text file, folder, glob, or Hugging Face dataset (name or local path)")
     parser.add_argument("--valid", help="validation data, same forms as --data (default: the last 5%% of --data)")
@@ -72,26 +78,26 @@ def add_lm_parser(tasks) -> None:
     tokenizer.add_argument("--tokenizer-type", choices=["unigram", "bpe"], default="unigram")
     tokenizer.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
 
-    training = parser.add_argument_group("training")
-    training.add_argument("--batch-size", type=positive_int, default=32)
-    training.add_argument("--bptt", type=positive_int, default=64, help="tokens per truncated-BPTT window")
-    training.add_argument("--lr", type=float, default=3e-3)
-    training.add_argument("--weight-decay", type=non_negative_float, default=0.01)
-    training.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
-    training.add_argument("--warmup-steps", type=int, default=100)
-    training.add_argument("--epochs", type=positive_int, default=10)
-    training.add_argument("--max-steps", type=positive_int)
-    training.add_argument("--max-time", type=duration, help="wall-clock budget (300, 15m, 2h); the schedule follows it")
-    training.add_argument("--clip-grad-norm", type=non_negative_float, default=1.0, help="0 turns clipping off")
-    training.add_argument("--patience", type=int, default=3, help="validations without improvement before stopping (0: never)")
-    training.add_argument("--eval-every", type=positive_int, help="steps between validations (default: each epoch)")
-    training.add_argument("--checkpoint-every", type=positive_int, help="steps between resumable checkpoints")
-    training.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0)
-    training.add_argument("--seed", type=int, default=0)
-    training.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    training.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                          help="bf16: mixed precision, also on CPUs with bf16 instructions "
-                               "(about 1.9x faster on AVX512-BF16); auto: bf16 on CUDA only")
+    training = parser.add_argument_group("training (left out when resuming: the run's own values)")
+    flag = functools.partial(config_flag, training, TrainConfig)
+    flag("batch_size", type=positive_int)
+    flag("bptt", "tokens per truncated-BPTT window", type=positive_int)
+    flag("lr", "AdamW's learning rate", type=float)
+    flag("weight_decay", type=non_negative_float)
+    flag("schedule", choices=SCHEDULES)
+    flag("warmup_steps", type=int)
+    flag("epochs", type=positive_int)
+    flag("max_steps", type=positive_int, default_text="none")
+    flag("max_time", "wall-clock budget (300, 15m, 2h); the schedule follows it", type=duration, default_text="none")
+    flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
+    flag("patience", "validations without improvement before stopping; 0 never stops", type=int)
+    flag("eval_every", "steps between validations", type=positive_int, default_text="each epoch")
+    flag("checkpoint_every", "steps between resumable checkpoints", type=positive_int, default_text="none")
+    flag("checkpoint_minutes", "minutes between resumable checkpoints", type=non_negative_float)
+    flag("seed", type=int)
+    flag("device", "auto, cpu or cuda")
+    flag("precision", "bf16: mixed precision, also on CPUs with bf16 instructions; auto: bf16 on CUDA only",
+         choices=PRECISIONS)
     training.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -106,14 +112,8 @@ def run(args) -> int:
                 setattr(args, name, args.dropout)
     model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
     out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or args.tokenizer))
-    config = TrainConfig(
-        batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
-        max_time=args.max_time, clip_grad_norm=args.clip_grad_norm, patience=args.patience,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes, seed=args.seed, device=args.device,
-        precision=args.precision, progress=not args.no_progress,
-    )
+    saved = saved_training_config(out_dir) if args.resume else None
+    config = build_config(TrainConfig, args, saved, progress=not args.no_progress)
     try:
         trainer = train_language_model(
             args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
@@ -122,5 +122,6 @@ def run(args) -> int:
         )
     finally:
         shutdown()
-    return training_outcome(trainer, "lm", args.data, out_dir,
-                            lambda progress: f"best validation loss {progress.best_valid_loss:.4f}")
+    progress = trainer.progress
+    return training_outcome("lm", args, out_dir, progress.finished, progress.step,
+                            lambda: f"best validation loss {progress.best_valid_loss:.4f}", is_main=trainer.world.is_main)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
-from genseq.cli import duration, positive_int, run_directory, training_outcome
+from genseq.cli import (
+    build_config, config_flag, duration, positive_int, run_directory, saved_training_config, training_outcome,
+)
 
 
 def _add_data_arguments(parser, split: str) -> None:
@@ -19,6 +22,8 @@ def _add_data_arguments(parser, split: str) -> None:
 
 # ---- genseq train captioning ------------------------------------------------------------
 def add_train_arguments(parser) -> None:
+    from .train import CaptionTrainConfig
+
     _add_data_arguments(parser, "train")
     parser.add_argument("--valid", help="validation data, same forms as --data (default: the validation split of --data, "
                         "else 5%% of its images)")
@@ -44,22 +49,23 @@ def add_train_arguments(parser) -> None:
     decoder.add_argument("--vocab-size", type=positive_int, default=1000)
     decoder.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
 
-    training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, default=30)
-    training.add_argument("--batch-size", type=positive_int, default=32)
-    training.add_argument("--lr", type=float, default=2e-3)
-    training.add_argument("--encoder-lr", type=float, default=1e-4, help="for fine-tuned encoder stages")
-    training.add_argument("--weight-decay", type=float, default=0.0)
-    training.add_argument("--warmup-steps", type=int, default=50)
-    training.add_argument("--clip-grad-norm", type=float, default=5.0, help="0 turns clipping off")
-    training.add_argument("--attention-regularization", type=float, default=1.0,
-                          help="lambda of the doubly stochastic attention regularisation (0: off)")
-    training.add_argument("--patience", type=int, default=5, help="epochs without a better validation BLEU-4 before stopping (0: never)")
-    training.add_argument("--max-caption-tokens", type=positive_int, default=40)
-    training.add_argument("--max-time", type=duration, help="training time budget (300, 15m, 2h)")
-    training.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    training.add_argument("--seed", type=int, default=0)
-    training.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    training = parser.add_argument_group("training (left out when resuming: the run's own values)")
+    flag = functools.partial(config_flag, training, CaptionTrainConfig)
+    flag("epochs", type=positive_int)
+    flag("batch_size", type=positive_int)
+    flag("lr", type=float)
+    flag("encoder_lr", "for fine-tuned encoder stages", type=float)
+    flag("weight_decay", type=float)
+    flag("warmup_steps", type=int)
+    flag("clip_grad_norm", "0 turns clipping off", type=float)
+    flag("attention_regularization", "lambda of the doubly stochastic attention regularisation; 0 turns it off",
+         type=float)
+    flag("patience", "epochs without a better validation BLEU-4 before stopping; 0 never stops", type=int)
+    flag("max_caption_tokens", "longer captions are cut for training", type=positive_int)
+    flag("max_time", "training time budget (300, 15m, 2h)", type=duration, default_text="none")
+    flag("checkpoint_minutes", type=float)
+    flag("seed", type=int)
+    flag("device", "auto, cpu or cuda")
     training.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -80,13 +86,8 @@ def run_train(args) -> int:
     if args.encoder:
         encoder_options["name"] = args.encoder
     encoder_options["storage"] = "float32" if encoder_options.get("trainable_stages") else "float16"
-    config = CaptionTrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm,
-        attention_regularization=args.attention_regularization, patience=args.patience,
-        max_caption_tokens=args.max_caption_tokens, max_time=args.max_time, checkpoint_minutes=args.checkpoint_minutes,
-        seed=args.seed, device=args.device, progress=not args.no_progress,
-    )
+    saved = saved_training_config(out_dir) if args.resume else None
+    config = build_config(CaptionTrainConfig, args, saved, progress=not args.no_progress)
     try:
         trainer = train_captioner(
             data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
@@ -95,8 +96,9 @@ def run_train(args) -> int:
         )
     finally:
         shutdown()
-    return training_outcome(trainer, "captioning", args.data, out_dir,
-                            lambda progress: f"best validation BLEU-4 {progress.best_bleu4:.4f}")
+    progress = trainer.progress
+    return training_outcome("captioning", args, out_dir, progress.finished, progress.step,
+                            lambda: f"best validation BLEU-4 {progress.best_bleu4:.4f}", is_main=trainer.world.is_main)
 
 
 # ---- genseq eval captioning ------------------------------------------------------------------

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import sys
+import functools
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli import non_negative_float, positive_int
+    from genseq.cli import config_flag, non_negative_float, positive_int
+
+    from .train import SentimentTrainConfig
 
     parser.add_argument("--data", required=True, help="training data: a csv/json file or dataset with text and label (0/1)")
     parser.add_argument("--valid", required=True, help="validation data, same form")
-    parser.add_argument("--out", required=True, help="run directory to create")
+    parser.add_argument("--out", help="run directory to create")
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (from its last/)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--vocab-size", type=positive_int, default=5000, help="SentencePiece vocabulary (5000)")
@@ -20,31 +23,34 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--hidden-size", type=positive_int, help="(100)")
     parser.add_argument("--layers", dest="num_layers", type=positive_int, help="(1)")
     parser.add_argument("--dropout", type=float, help="(0)")
-    parser.add_argument("--epochs", type=positive_int, default=5)
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--clip-grad-norm", type=non_negative_float, default=0.0, help="0 (default): no clipping")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+
+    training = parser.add_argument_group("training (left out when resuming: the run's own values)")
+    flag = functools.partial(config_flag, training, SentimentTrainConfig)
+    flag("epochs", type=positive_int)
+    flag("batch_size", type=positive_int)
+    flag("lr", "Adam's learning rate", type=float)
+    flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
+    flag("max_tokens", "longer texts are cut for training", type=positive_int)
+    flag("seed", type=int)
+    flag("device", "auto, cpu or cuda")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run_train(args) -> int:
+    from genseq.cli import build_config, run_directory, saved_training_config, training_outcome
+
     from .train import SentimentTrainConfig, train_sentiment
 
-    config = SentimentTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                  clip_grad_norm=args.clip_grad_norm, seed=args.seed, device=args.device,
-                                  progress=not args.no_progress)
     options = {name: getattr(args, name) for name in ("cell", "embedding_size", "hidden_size", "num_layers", "dropout")
                if getattr(args, name) is not None}
-    trainer = train_sentiment(args.data, args.valid, args.out, config, options, vocab_size=args.vocab_size,
-                              tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column)
-    best = dict(zip(("f1", "loss"), (trainer.best[0], -trainer.best[1])))
-    if not trainer.finished:
-        print(f"genseq: stopped at step {trainer.step}; the best model so far is in {args.out}", file=sys.stderr)
-        return 130
-    print(f"trained {trainer.step} steps; best validation F1 {best['f1']:.4f}; model in {args.out}", file=sys.stderr)
-    return 0
+    out_dir = run_directory(args.out, args.resume, changes_model=bool(options or args.tokenizer))
+    saved = saved_training_config(out_dir) if args.resume else None
+    config = build_config(SentimentTrainConfig, args, saved, progress=not args.no_progress)
+    trainer = train_sentiment(args.data, args.valid, out_dir, config, options, vocab_size=args.vocab_size,
+                              tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column,
+                              resume=bool(args.resume))
+    return training_outcome("sentiment", args, out_dir, trainer.finished, trainer.step,
+                            lambda: f"best validation F1 {trainer.best[0]:.4f}")
 
 
 def add_eval_arguments(parser) -> None:

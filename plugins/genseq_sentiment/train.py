@@ -5,8 +5,11 @@ folder, a hub name) with a text column and a 0/1 label column (1 = positive).
 Training is the article's: binary cross-entropy, Adam (lr 1e-3), batches of 64,
 a few epochs; after each epoch the model is validated and the best (by F1 of
 the positive class, then by loss) is written to the run directory as a genseq
-checkpoint, with metrics.jsonl and loss.png beside it. Ctrl-C stops after the
-current batch, keeping the best model so far.
+checkpoint, with metrics.jsonl and loss.png beside it. last/ holds what a
+resumed run continues from (weights, optimizer, position in the epoch, best
+score, random state), written after each epoch and when Ctrl-C stops the run
+after the current batch; a resumed run ends with the weights of an
+uninterrupted one.
 
 Baselines, measured on the same split: the majority class, and logistic
 regression on bags of words (whether a text holds each lower-cased whitespace
@@ -25,12 +28,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from genseq import Tokenizer
-from genseq.checkpoint import atomic_write
-from genseq.errors import ConfigError, DataError
-from genseq.train import deferred_interrupt, plot_metrics, resolve_device
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
-from .model import SentimentConfig, SentimentModel
+from genseq import Tokenizer
+from genseq.checkpoint import (
+    TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, join_tensors, load_weights, read_config, read_directory_path,
+    read_weights, split_tensors, write_directory,
+)
+from genseq.errors import CheckpointError, ConfigError, DataError
+from genseq.train import deferred_interrupt, plot_metrics, resolve_device, truncate_metrics
+
+from .model import KIND, SentimentConfig, SentimentModel
 
 
 @dataclass
@@ -149,6 +158,9 @@ class SentimentTrainConfig:
             raise ConfigError("lr must be positive and clip_grad_norm not negative")
 
 
+STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
+
+
 class SentimentTrainer:
     def __init__(self, model: SentimentModel, train: Examples, valid: Examples, config: SentimentTrainConfig, out_dir):
         self.model, self.train_data, self.valid_data, self.config = model, train, valid, config
@@ -156,14 +168,16 @@ class SentimentTrainer:
         self.device = resolve_device(config.device)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        self.step, self.best, self.finished = 0, (-1.0, -math.inf), False
+        self.step, self.epoch, self.position = 0, 0, 0  # position: rows of this epoch already trained on
+        self.best, self.best_metrics, self.finished = (-1.0, -math.inf), {}, False
+        self.elapsed = 0.0
         self._stop_requested = False
 
     def request_stop(self) -> None:
         self._stop_requested = True
 
     def fit(self) -> dict:
-        """Train for the epochs (or until Ctrl-C); -> the best validation metrics."""
+        """Train for the epochs (or until Ctrl-C, saving last/); -> the best validation metrics."""
         from tqdm import tqdm
 
         config = self.config
@@ -172,36 +186,71 @@ class SentimentTrainer:
         except OSError as error:
             raise ConfigError(f"cannot write to {self.out_dir}: {error.strerror}") from None
         metrics_path = self.out_dir / "metrics.jsonl"
-        atomic_write(metrics_path, b"")
-        best_metrics, started = {}, time.monotonic()
-        total = config.epochs * math.ceil(len(self.train_data) / config.batch_size)
-        with tqdm(total=total, disable=not config.progress, unit="step") as bar, deferred_interrupt(self):
-            for epoch in range(config.epochs):
-                order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(config.seed + epoch))
+        if self.step == 0:
+            atomic_write(metrics_path, b"")
+        started = time.monotonic() - self.elapsed
+        per_epoch = math.ceil(len(self.train_data) / config.batch_size)
+        with tqdm(total=config.epochs * per_epoch, initial=self.step, disable=not config.progress, unit="step") as bar, \
+                deferred_interrupt(self):
+            while self.epoch < config.epochs:
+                order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(config.seed + self.epoch))
                 self.model.train()
-                for start in range(0, len(order), config.batch_size):
-                    rows = order[start : start + config.batch_size].tolist()
-                    loss = self._train_step(rows)
+                while self.position < len(order):
+                    loss = self._train_step(order[self.position : self.position + config.batch_size].tolist())
+                    self.position += config.batch_size
                     bar.update()
                     bar.set_postfix(loss=f"{loss:.3f}")
                     if self.step % 20 == 0:
-                        self._log(metrics_path, {"step": self.step, "epoch": epoch, "split": "train", "loss": loss})
+                        self._log(metrics_path, {"step": self.step, "epoch": self.epoch, "split": "train", "loss": loss})
                     if self._stop_requested:
-                        return best_metrics
+                        self.elapsed = time.monotonic() - started
+                        self.save_last()
+                        return self.best_metrics
+                self.epoch, self.position = self.epoch + 1, 0
                 measured = evaluate_model(self.model, self.valid_data)
                 key = (measured["f1"], -measured["loss"])
                 improved = key > self.best
                 if improved:
-                    self.best, best_metrics = key, {**measured, "epoch": epoch + 1, "step": self.step}
-                    self.model.save(self.out_dir, training_config=asdict(config), training=best_metrics)
-                self._log(metrics_path, {"step": self.step, "epoch": epoch + 1, "split": "valid", **measured,
-                                         "best": improved, "time": round(time.monotonic() - started, 1)})
+                    self.best, self.best_metrics = key, {**measured, "epoch": self.epoch, "step": self.step}
+                    self.model.save(self.out_dir, training_config=asdict(config), training=self.best_metrics)
+                self.elapsed = time.monotonic() - started
+                self._log(metrics_path, {"step": self.step, "epoch": self.epoch, "split": "valid", **measured,
+                                         "best": improved, "time": round(self.elapsed, 1)})
                 atomic_write(self.out_dir / "loss.png", plot_metrics(metrics_path))
+                self.save_last()
                 if config.progress:
-                    tqdm.write(f"epoch {epoch + 1}: valid accuracy {measured['accuracy']:.4f}, F1 {measured['f1']:.4f}, "
+                    tqdm.write(f"epoch {self.epoch}: valid accuracy {measured['accuracy']:.4f}, F1 {measured['f1']:.4f}, "
                                f"loss {measured['loss']:.4f}{' (best)' if improved else ''}")
         self.finished = True
-        return best_metrics
+        return self.best_metrics
+
+    # ---- last/: resuming --------------------------------------------------------------------
+    COUNTERS = ("step", "epoch", "position", "best", "best_metrics", "elapsed")
+
+    def save_last(self) -> None:
+        """Write last/ (the model and everything training continues from) as one atomic directory swap."""
+        data, tensors = split_tensors({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}, "state")
+        files = self.model.files(training_config=asdict(self.config))
+        counters = {name: getattr(self, name) for name in self.COUNTERS}
+        files[STATE_JSON] = json.dumps({**counters, "state": data}, indent=1).encode()
+        files[STATE_TENSORS] = save_safetensors(tensors)
+        write_directory(self.out_dir / "last", files)
+
+    def resume(self) -> None:
+        """Continue from last/: weights, optimizer, counters and random state."""
+        last = read_directory_path(self.out_dir / "last")
+        load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
+        try:
+            saved = json.loads((last / STATE_JSON).read_text())
+            state = join_tensors(saved["state"], load_safetensors((last / STATE_TENSORS).read_bytes()))
+            for name in self.COUNTERS:
+                setattr(self, name, saved[name])
+        except (OSError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
+        self.best = tuple(self.best)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
 
     def _train_step(self, rows: list[int]) -> float:
         texts = [self.train_data.texts[i] for i in rows]
@@ -224,17 +273,24 @@ class SentimentTrainer:
 
 def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig | None = None,
                     model_options: dict | None = None, vocab_size: int = 5000, tokenizer_path: str | None = None,
-                    text_column: str = "text", label_column: str = "label") -> SentimentTrainer:
-    """Everything `genseq train sentiment` does; returns the finished trainer."""
+                    text_column: str = "text", label_column: str = "label", resume: bool = False) -> SentimentTrainer:
+    """Everything `genseq train sentiment` does (resume: continue the run in out_dir); returns the trainer."""
     config = config or SentimentTrainConfig()
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").exists():
-        raise ConfigError(f"{out_dir} already holds a model; choose another --out")
+    if resume:
+        last = read_directory_path(out_dir / "last")
+        model_config = SentimentConfig(**read_config(last, kind=KIND)["model_config"])
+        tokenizer = Tokenizer.load(last / TOKENIZER_FILE)
+    elif (out_dir / "config.json").exists() or (out_dir / "last").exists():
+        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
     train = load_examples(data, text_column, label_column, "train")
     held_out = load_examples(valid, text_column, label_column, "validation")
-    tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path else Tokenizer.train(train.texts, vocab_size=vocab_size)
+    if not resume:
+        tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path else Tokenizer.train(train.texts, vocab_size=vocab_size)
+        model_config = SentimentConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(config.seed)
-    model = SentimentModel(SentimentConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size}), tokenizer)
-    trainer = SentimentTrainer(model, train, held_out, config, out_dir)
+    trainer = SentimentTrainer(SentimentModel(model_config, tokenizer), train, held_out, config, out_dir)
+    if resume:
+        trainer.resume()
     trainer.fit()
     return trainer
