@@ -22,6 +22,8 @@ from .tasks import Task
 GROUP = "genseq.tasks"
 DISABLE_ENV, STRICT_ENV = "GENSEQ_DISABLE_PLUGINS", "GENSEQ_STRICT_PLUGINS"
 BUILTIN_DISTRIBUTION = "genseq"
+# Flags of `genseq generate` itself: no task input or option may take these names.
+RESERVED_NAMES = frozenset({"task", "model", "device", "stream", "no_stream", "json", "help"})
 
 
 class PluginError(GenseqError):
@@ -71,6 +73,9 @@ def _load(entry, info: TaskInfo) -> None:
             raise TypeError(f"{entry.value} is not a genseq.tasks.Task subclass")
         if task_class.name != entry.name:
             raise ValueError(f"the entry point is named {entry.name!r} but the task calls itself {task_class.name!r}")
+        taken = sorted(RESERVED_NAMES.intersection(port.name for port in (*task_class.inputs, *task_class.options)))
+        if taken:
+            raise ValueError(f"input and option names {', '.join(taken)} are genseq's own flags; rename them")
         info.task_class = task_class
     except Exception as error:  # a plugin may raise anything on import; report it, never crash the host
         if os.environ.get(STRICT_ENV, "") not in ("", "0"):

@@ -146,6 +146,22 @@ def test_a_task_with_train_and_eval_hooks_gets_train_and_eval_commands(plugin_pa
     assert "task echo (genseq-echo) failed: RuntimeError: evaluation crashed" in capsys.readouterr().err
 
 
+def test_a_task_taking_the_name_of_a_core_flag_is_reported_and_the_others_still_work(plugin_path, capsys):
+    source = GOOD_TASK.replace('Option("times"', 'Option("model"')
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", source.format(name="echo"))
+    echo = next(info for info in discover() if info.name == "echo")
+    assert not echo.ok and "input and option names model are genseq's own flags" in echo.status
+    assert main(["generate", "--prompt", "x", "--max-new-tokens", "2", "--seed", "0"]) == 0
+
+
+def test_generate_help_shows_the_default_tasks_defaults_and_the_others_where_they_differ(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "tokens to generate at most (default 100, captioning: 40," in help_text
+    assert help_text.index("task completion") < help_text.index("task captioning")
+
+
 COMMANDS_MODULE_TASK = GOOD_TASK + '''
     commands = "echo_plugin"
 

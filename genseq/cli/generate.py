@@ -30,11 +30,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", help="checkpoint directory or Hugging Face Hub id (default: the task's embedded model)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="(default: cpu)")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                        help="print text as it is generated (default: on for one input in a terminal, off with --json)")
+                        help="print text as it is generated (default: on for one input of a task whose first output is text, "
+                             "off with --json)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `genseq tasks` reports duplicate registrations
         task_classes = [info.task_class for info in discover() if info.ok]
+    task_classes.sort(key=lambda task_class: task_class.name != DEFAULT_TASK)  # its defaults show in --help
     add_task_arguments(parser, task_classes)
     parser.set_defaults(run=run)
 

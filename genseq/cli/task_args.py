@@ -9,6 +9,7 @@ belongs to another task than the one chosen is rejected by name.
 from __future__ import annotations
 
 import argparse
+import warnings
 import re
 import sys
 from typing import Iterable
@@ -22,12 +23,25 @@ def flag(name: str) -> str:
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[type[Task]]) -> None:
-    """One flag per distinct input and option name over all tasks, grouped under the first task declaring it."""
+    """One flag per distinct input and option name over all tasks, grouped under the first task declaring it.
+
+    List the default task first: a flag shared by several tasks shows the first
+    one's default, and the others' where they differ.
+    """
+    task_classes = list(task_classes)
+    defaults: dict[str, dict[str, object]] = {}
+    for task_class in task_classes:
+        for option in task_class.options:
+            defaults.setdefault(option.name, {})[task_class.name] = option.default
     seen: set[str] = set()
     for task_class in task_classes:
         group = parser.add_argument_group(f"task {task_class.name}", task_class.description)
         for item in task_class.inputs:
             if f"input_{item.name}" in seen:
+                continue
+            if flag(item.name) in parser._option_string_actions:
+                warnings.warn(f"task {task_class.name}: its input {item.name!r} has the name of another flag "
+                              f"({flag(item.name)}), so it cannot be given on the command line")
                 continue
             seen.add(f"input_{item.name}")
             help_text = item.description or item.kind
@@ -36,13 +50,20 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[t
             group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
                                help=f"{help_text}; repeat for a batch")
         for option in task_class.options:
-            if f"option_{option.name}" not in seen and flag(option.name) not in parser._option_string_actions:
-                seen.add(f"option_{option.name}")
-                _add_option(group, option)
+            if f"option_{option.name}" in seen:
+                continue
+            if flag(option.name) in parser._option_string_actions:
+                warnings.warn(f"task {task_class.name}: its option {option.name!r} has the name of another flag "
+                              f"({flag(option.name)}), so it cannot be given on the command line")
+                continue
+            seen.add(f"option_{option.name}")
+            others = {name: value for name, value in defaults[option.name].items() if value != option.default}
+            _add_option(group, option, others)
 
 
-def _add_option(group, option: Option) -> None:
-    details = [f"default {option.default!r}"]
+def _add_option(group, option: Option, other_defaults: dict[str, object]) -> None:
+    default = f"default {option.default!r}" + "".join(f", {name}: {value!r}" for name, value in other_defaults.items())
+    details = [default]
     if option.minimum is not None or option.maximum is not None:
         details.append(f"range {option.range_text()}")
     help_text = f"{option.help} ({', '.join(details)})".strip()
