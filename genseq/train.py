@@ -366,29 +366,16 @@ class Trainer:
             "process_rng": rng,
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and not world.distributed else None,
         }
-        data, tensors = split_tensors(state, "state")
-        from safetensors.torch import save as save_safetensors
-
         files = model_files(self.model, self.model.config.to_dict(), self.tokenizer, training_config=asdict(self.config))
-        files[STATE_JSON] = json.dumps({"progress": asdict(self.progress), "state": data, "stream": stream}, indent=1).encode()
-        files[STATE_TENSORS] = save_safetensors(tensors)
-        write_directory(self.out_dir / "last", files)
+        write_last(self.out_dir, files, {"progress": asdict(self.progress), "stream": stream}, state)
 
     def resume(self, run_dir: str | Path) -> None:
         """Load last/ of run_dir: weights, optimizer, progress, RNG and hidden state."""
-        from safetensors.torch import load as load_safetensors
-
-        last = read_directory_path(Path(run_dir) / "last")
+        last, saved, state = read_last(run_dir)
         config = read_config(last)
         if config["model_config"] != self.model.config.to_dict():
             raise ConfigError(f"{last} was trained with a different model configuration; drop the model options or --resume")
         load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        try:
-            saved = json.loads((last / STATE_JSON).read_text())
-            tensors = load_safetensors((last / STATE_TENSORS).read_bytes())
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
-        state = join_tensors(saved["state"], tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False
@@ -513,6 +500,30 @@ def truncate_metrics(path: Path, step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         atomic_write(path, "".join(line + "\n" for line in kept).encode())
+
+
+def write_last(out_dir: str | Path, files: dict[str, bytes], record: dict, state: dict) -> None:
+    """Write out_dir/last in one atomic directory swap: a model's files, plus what training continues
+    from: record (counters, JSON) and state (optimizer, RNG...: its tensors in safetensors, the rest in JSON)."""
+    from safetensors.torch import save as save_safetensors
+
+    data, tensors = split_tensors(state, "state")
+    files = {**files, STATE_JSON: json.dumps({**record, "state": data}, indent=1).encode(),
+             STATE_TENSORS: save_safetensors(tensors)}
+    write_directory(Path(out_dir) / "last", files)
+
+
+def read_last(out_dir: str | Path) -> tuple[Path, dict, dict]:
+    """(out_dir/last, its record, its state) as write_last wrote them; CheckpointError when they cannot be read."""
+    from safetensors.torch import load as load_safetensors
+
+    last = read_directory_path(Path(out_dir) / "last")
+    try:
+        record = json.loads((last / STATE_JSON).read_text())
+        state = join_tensors(record.pop("state"), load_safetensors((last / STATE_TENSORS).read_bytes()))
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
+    return last, record, state
 
 
 def train_language_model(

@@ -28,33 +28,30 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from genseq import Tokenizer
 from genseq.checkpoint import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     atomic_write,
-    join_tensors,
     load_weights,
     read_config,
     read_directory_path,
     read_weights,
-    split_tensors,
-    write_directory,
 )
 from genseq.distributed import World
-from genseq.errors import CheckpointError, ConfigError, DataError, TrainingError
+from genseq.errors import ConfigError, DataError, TrainingError
 from genseq.generation import GenerationConfig
 from genseq.train import (
     agree,
     deferred_interrupt,
     plot_metrics,
     process_rng,
+    read_last,
     resolve_device,
     restore_process_rng,
     truncate_metrics,
+    write_last,
 )
 
 from .bleu import caption_bleu
@@ -63,7 +60,6 @@ from .data import CaptionSet, Features, cached_features, load_caption_set
 from .encoder import LITE0, EncoderConfig, load_pretrained, round_to_storage
 from .evaluate import decode_all
 
-STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
 
 
 @dataclass
@@ -381,21 +377,13 @@ class CaptionTrainer:
         if not self.world.is_main:
             return
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng[0].clone(), "process_rng": rng}
-        data, tensors = split_tensors(state, "state")
-        files = self.captioner.files(training_config=asdict(self.config))
-        files[STATE_JSON] = json.dumps({"progress": asdict(self.progress), "state": data}, indent=1).encode()
-        files[STATE_TENSORS] = save_safetensors(tensors)
-        write_directory(self.out_dir / "last", files)
+        write_last(self.out_dir, self.captioner.files(training_config=asdict(self.config)),
+                   {"progress": asdict(self.progress)}, state)
 
     def resume(self) -> None:
         """Continue from last/: weights, optimizer, progress and RNG."""
-        last = read_directory_path(self.out_dir / "last")
+        last, saved, state = read_last(self.out_dir)
         load_weights(self.captioner, _float_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        try:
-            saved = json.loads((last / STATE_JSON).read_text())
-            state = join_tensors(saved["state"], load_safetensors((last / STATE_TENSORS).read_bytes()))
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False

@@ -28,16 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-
 from genseq import Tokenizer
 from genseq.checkpoint import (
-    TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, join_tensors, load_weights, read_config, read_directory_path,
-    read_weights, split_tensors, write_directory,
+    TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, load_weights, read_config, read_directory_path, read_weights,
 )
 from genseq.errors import CheckpointError, ConfigError, DataError
-from genseq.train import deferred_interrupt, plot_metrics, resolve_device, truncate_metrics
+from genseq.train import deferred_interrupt, plot_metrics, read_last, resolve_device, truncate_metrics, write_last
 
 from .model import KIND, SentimentConfig, SentimentModel
 
@@ -158,9 +154,6 @@ class SentimentTrainConfig:
             raise ConfigError("lr must be positive and clip_grad_norm not negative")
 
 
-STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
-
-
 class SentimentTrainer:
     def __init__(self, model: SentimentModel, train: Examples, valid: Examples, config: SentimentTrainConfig, out_dir):
         self.model, self.train_data, self.valid_data, self.config = model, train, valid, config
@@ -229,24 +222,19 @@ class SentimentTrainer:
 
     def save_last(self) -> None:
         """Write last/ (the model and everything training continues from) as one atomic directory swap."""
-        data, tensors = split_tensors({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}, "state")
-        files = self.model.files(training_config=asdict(self.config))
         counters = {name: getattr(self, name) for name in self.COUNTERS}
-        files[STATE_JSON] = json.dumps({**counters, "state": data}, indent=1).encode()
-        files[STATE_TENSORS] = save_safetensors(tensors)
-        write_directory(self.out_dir / "last", files)
+        write_last(self.out_dir, self.model.files(training_config=asdict(self.config)), counters,
+                   {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()})
 
     def resume(self) -> None:
         """Continue from last/: weights, optimizer, counters and random state."""
-        last = read_directory_path(self.out_dir / "last")
+        last, saved, state = read_last(self.out_dir)
         load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
         try:
-            saved = json.loads((last / STATE_JSON).read_text())
-            state = join_tensors(saved["state"], load_safetensors((last / STATE_TENSORS).read_bytes()))
             for name in self.COUNTERS:
                 setattr(self, name, saved[name])
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
+        except KeyError as error:
+            raise CheckpointError(f"{last} has no {error} in its training state; it cannot be resumed") from None
         self.best = tuple(self.best)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
