@@ -10,6 +10,7 @@ as a stream of partial outputs.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterator
@@ -159,7 +160,10 @@ class Task:
 
     @classmethod
     def _command(cls, name: str, required: bool = True):
-        module = importlib.import_module(cls.commands, cls.__module__.rpartition(".")[0]) if cls.commands else None
+        module = None
+        if cls.commands:
+            owner = next(klass for klass in cls.__mro__ if "commands" in vars(klass))  # ".cli" is relative to it
+            module = importlib.import_module(cls.commands, sys.modules[owner.__module__].__package__)
         function = getattr(module, name, None)
         if function is None and required:
             raise NotImplementedError(f"task {cls.name} has no {name}")

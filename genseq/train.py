@@ -205,7 +205,7 @@ class Trainer:
         if self.config.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.optimizer.step()
-        self.hidden = hidden
+        self.hidden = tuple(h.float() for h in hidden)  # carried in fp32 whatever the autocast made of it
         self.progress.step += 1
         return value
 
@@ -376,17 +376,19 @@ class Trainer:
         if config["model_config"] != self.model.config.to_dict():
             raise ConfigError(f"{last} was trained with a different model configuration; drop the model options or --resume")
         load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False
         rows = self.world.rows(self.config.batch_size)
         if state["hidden"] is not None:
             if state["hidden"][0].size(1) != self.config.batch_size:
                 raise ConfigError(f"{last} was trained with --batch-size {state['hidden'][0].size(1)}; resume it with the same")
-            self.hidden = tuple(h[:, rows.start : rows.stop].to(self.device) for h in state["hidden"])
+            self.hidden = tuple(h[:, rows.start : rows.stop].to(self.device, torch.float32) for h in state["hidden"])
         restore_process_rng(state, self.world, self.config.seed, self.progress.step)
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if saved.get("stream") and not isinstance(self.train_batches, StreamingBatches):
+            raise ConfigError(f"{last} is a streaming run; resume it with --streaming")
         if isinstance(self.train_batches, StreamingBatches):
             stream = saved.get("stream")
             if not stream or len(stream) != self.world.size:
@@ -500,6 +502,15 @@ def truncate_metrics(path: Path, step: int) -> None:
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         atomic_write(path, "".join(line + "\n" for line in kept).encode())
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Take the saved moments and step counts, keeping this run's hyperparameters (lr, weight decay...):
+    the options of a resumed run are its saved ones, and those given again win."""
+    configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
 
 
 def write_last(out_dir: str | Path, files: dict[str, bytes], record: dict, state: dict) -> None:

@@ -109,6 +109,9 @@ def test_resume_continues_a_finished_run_to_a_larger_budget_with_its_own_options
     assert state["progress"]["step"] == 14
     options = json.loads((out / "last" / "config.json").read_text())["training_config"]
     assert (options["batch_size"], options["bptt"], options["lr"], options["max_steps"]) == (4, 8, 0.01, 14)
+    code, _, err = run_cli(capsys, "train", "lm", "--data", train_file, "--valid", valid_file, "--resume", out,
+                           "--max-steps", "20", "--bptt", "16", "--no-progress")
+    assert code == 2 and "--bptt cannot change when resuming: the run was started with 8" in err
 
 
 def test_console_script_reports_errors_without_a_traceback(tmp_path):

@@ -185,6 +185,18 @@ def test_a_commands_module_gives_the_commands_it_defines(plugin_path, capsys):
     assert "invalid choice: 'echo'" in capsys.readouterr().err
 
 
+def test_a_commands_module_that_fails_to_import_breaks_only_its_own_command(plugin_path, capsys):
+    source = GOOD_TASK + """
+    commands = "echo_missing_cli"
+"""
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", source.format(name="echo"))
+    assert main(["generate", "--task", "echo", "--text", "hi"]) == 0
+    assert capsys.readouterr().out == "hi\n"
+    assert main(["train", "echo", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "task echo (genseq-echo) failed: ModuleNotFoundError" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--text", "y"], "task completion takes no --text"),
     (["--times", "2"], "--times is not an option of task completion; its options are: --max-new-tokens"),

@@ -52,6 +52,10 @@ def test_bf16_precision_trains_under_autocast_on_the_cpu(tiny_config, tokenizer,
     assert progress.finished and progress.best_valid_loss < initial - 0.3
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 weights, bf16 products
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training_config"]["precision"] == "bf16"
+    assert all(h.dtype == torch.float32 for h in trainer.hidden)  # so a run resumes in either precision
+    resumed = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=45, device="cpu")
+    resumed.resume(tmp_path / "run")
+    assert resumed.fit().finished and resumed.progress.step == 45
     with make_trainer(tiny_config, tokenizer, streams, tmp_path / "fp32", device="cpu").autocast():
         assert trainer.model(torch.zeros(1, 3, dtype=torch.long))[0].dtype == torch.float32
 

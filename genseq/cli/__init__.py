@@ -13,6 +13,7 @@ import importlib
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..errors import GenseqError
@@ -88,20 +89,31 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
 
 
 
-def training_outcome(task: str, args, out_dir, finished: bool, step: int, best, is_main: bool = True) -> int:
+def training_outcome(task: str, args, out_dir, finished: bool, step: int, best, data_flags: dict | None = None,
+                     is_main: bool = True) -> int:
     """Say on stderr how `genseq train TASK` ended and return its exit code: 0 finished, 130 stopped.
 
-    A stopped run is told the command that resumes it (args.data and args.valid
-    repeated, quoted for the shell); best() words the best validation figure of
-    a finished one. Only the main process of a distributed run reports.
+    A stopped run is told the command that resumes it: --data, --valid and the
+    data_flags ({dest: default}) that differ from their defaults, repeated and
+    quoted for the shell. best() words the best validation figure of a finished
+    run. Only the main process of a distributed run reports.
     """
     if not is_main:
         return 0 if finished else 130
     if not finished:
-        data = "".join(f" --{flag} {shlex.quote(str(getattr(args, flag)))}"
-                       for flag in ("data", "valid") if getattr(args, flag, None))
-        print(f"genseq: stopped at step {step}; continue with: genseq train {task}{data} --resume {out_dir}",
-              file=sys.stderr)
+        flags = {"data": None, "valid": None, **(data_flags or {})}
+        words = []
+        for dest, default in flags.items():
+            value = getattr(args, dest, None)
+            if value is None or value == default:
+                continue
+            name = "--" + dest.removesuffix("s" if isinstance(value, list) else "").replace("_", "-")
+            if value is True:
+                words.append(name)
+            else:
+                words += [item for one in (value if isinstance(value, list) else [value]) for item in (name, shlex.quote(str(one)))]
+        print(f"genseq: stopped at step {step}; continue with: genseq train {task} {' '.join(words)} "
+              f"--resume {shlex.quote(str(out_dir))}", file=sys.stderr)
         return 130
     print(f"trained {step} steps; {best()}; saved in {out_dir}", file=sys.stderr)
     return 0
@@ -119,20 +131,33 @@ def config_flag(group, config_class, name: str, help: str = "", default_text: st
                        **options)
 
 
-def build_config(config_class, args, saved: dict | None = None, **fixed):
-    """config_class from the flags given, else the saved run's values (resuming), else its defaults; fixed wins."""
+def build_config(config_class, args, saved: dict | None = None, frozen: tuple[str, ...] = (), **fixed):
+    """config_class from the flags given, else the saved run's values (resuming), else its defaults; fixed wins.
+
+    A resumed run's frozen options (what its data position depends on) may be
+    given again but not changed.
+    """
     names = {field.name for field in dataclasses.fields(config_class)}
     values = {name: value for name, value in (saved or {}).items() if name in names}
-    values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
-    return config_class(**{**values, **fixed})
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if saved:
+        for name in frozen:
+            if name in given and name in saved and given[name] != saved[name]:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"--{name.replace('_', '-')} cannot change when resuming: the run was started with "
+                                  f"{saved[name]}; drop the flag or start a new --out")
+    return config_class(**{**values, **given, **fixed})
 
 
 def saved_training_config(run_dir) -> dict:
     """The training options a run in run_dir was started with ({} when its last/ has none to read)."""
     import json
-    from pathlib import Path
+
+    from ..checkpoint import read_directory_path
 
     try:
-        return json.loads((Path(run_dir) / "last" / "config.json").read_text()).get("training_config") or {}
-    except (OSError, ValueError, AttributeError):
+        last = read_directory_path(Path(run_dir) / "last")
+        return json.loads((last / "config.json").read_text()).get("training_config") or {}
+    except (GenseqError, OSError, ValueError, AttributeError):
         return {}

@@ -37,8 +37,8 @@ def add_parser(subparsers) -> None:
         warnings.simplefilter("ignore")  # `genseq tasks` reports duplicate registrations
         task_classes = [info.task_class for info in discover() if info.ok]
     task_classes.sort(key=lambda task_class: task_class.name != DEFAULT_TASK)  # its defaults show in --help
-    add_task_arguments(parser, task_classes)
-    parser.set_defaults(run=run)
+    flag_notes = add_task_arguments(parser, task_classes)
+    parser.set_defaults(run=run, flag_notes=flag_notes)
 
 
 def run(args) -> int:
@@ -48,6 +48,8 @@ def run(args) -> int:
 
     info = get_task_info(args.task)
     task_class = info.task_class
+    for note in args.flag_notes.get(task_class.name, []):
+        print(f"genseq: note: {note}", file=sys.stderr)
     options = collect_options(args, task_class)
     batch = collect_batch(args, task_class)
     task = task_class(model=args.model, device=str(resolve_device(args.device)))

@@ -9,7 +9,6 @@ belongs to another task than the one chosen is rejected by name.
 from __future__ import annotations
 
 import argparse
-import warnings
 import re
 import sys
 from typing import Iterable
@@ -22,12 +21,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[type[Task]]) -> None:
+def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[type[Task]]) -> dict[str, list[str]]:
     """One flag per distinct input and option name over all tasks, grouped under the first task declaring it.
 
     List the default task first: a flag shared by several tasks shows the first
-    one's default, and the others' where they differ.
+    one's default, and the others' where they differ. Returns, per task, notes on
+    the inputs and options whose names another flag already takes.
     """
+    notes: dict[str, list[str]] = {}
     task_classes = list(task_classes)
     defaults: dict[str, dict[str, object]] = {}
     for task_class in task_classes:
@@ -40,8 +41,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[t
             if f"input_{item.name}" in seen:
                 continue
             if flag(item.name) in parser._option_string_actions:
-                warnings.warn(f"task {task_class.name}: its input {item.name!r} has the name of another flag "
-                              f"({flag(item.name)}), so it cannot be given on the command line")
+                notes.setdefault(task_class.name, []).append(
+                    f"the input {item.name} cannot be given here: another task's {flag(item.name)} takes its name")
                 continue
             seen.add(f"input_{item.name}")
             help_text = item.description or item.kind
@@ -53,12 +54,13 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[t
             if f"option_{option.name}" in seen:
                 continue
             if flag(option.name) in parser._option_string_actions:
-                warnings.warn(f"task {task_class.name}: its option {option.name!r} has the name of another flag "
-                              f"({flag(option.name)}), so it cannot be given on the command line")
+                notes.setdefault(task_class.name, []).append(
+                    f"the option {option.name} cannot be given here: another task's {flag(option.name)} takes its name")
                 continue
             seen.add(f"option_{option.name}")
             others = {name: value for name, value in defaults[option.name].items() if value != option.default}
             _add_option(group, option, others)
+    return notes
 
 
 def _add_option(group, option: Option, other_defaults: dict[str, object]) -> None:

@@ -29,16 +29,27 @@ def add_task_parsers(tasks, able: str, add_arguments: str, action) -> list:
     """
     import warnings
 
-    from ..plugins import discover, run_guarded
+    from ..plugins import PluginError, discover, run_guarded
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `genseq tasks` reports duplicates; parsing stays quiet
-        infos = [info for info in discover() if info.ok and getattr(info.task_class, able)()]
+        infos = [info for info in discover() if info.ok]
     parsers = []
     for info in infos:
         task_class = info.task_class
-        parser = tasks.add_parser(info.name, help=task_class.description, description=task_class.description)
-        getattr(task_class, add_arguments)(parser)
+        try:
+            if not getattr(task_class, able)():
+                continue
+            parser = argparse.ArgumentParser(prog=info.name, description=task_class.description)
+            getattr(task_class, add_arguments)(parser)
+        except Exception as error:  # a broken plugin gets a command that says so; every other command still works
+            failure = PluginError(f"task {info.name} ({info.distribution}) failed: {type(error).__name__}: {error}")
+            parser = tasks.add_parser(info.name, help=f"(failed: {error})", add_help=False, prefix_chars="\0")
+            parser.add_argument("rest", nargs=argparse.REMAINDER)  # no flags (prefix_chars): it takes them all
+            parser.set_defaults(run=lambda args, failure=failure: _raise(failure))
+            continue
+        parser = tasks.add_parser(info.name, help=task_class.description, description=task_class.description,
+                                  parents=[parser], add_help=False, conflict_handler="resolve")
 
         def run_task(args, task_class=task_class, info=info):
             return run_guarded(info.name, info.distribution, action, task_class, args)
@@ -46,6 +57,10 @@ def add_task_parsers(tasks, able: str, add_arguments: str, action) -> list:
         parser.set_defaults(run=run_task)
         parsers.append(parser)
     return parsers
+
+
+def _raise(error: Exception):
+    raise error
 
 
 def add_lm_parser(tasks) -> None:
@@ -113,7 +128,7 @@ def run(args) -> int:
     model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
     out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or args.tokenizer))
     saved = saved_training_config(out_dir) if args.resume else None
-    config = build_config(TrainConfig, args, saved, progress=not args.no_progress)
+    config = build_config(TrainConfig, args, saved, frozen=("batch_size", "bptt", "seed"), progress=not args.no_progress)
     try:
         trainer = train_language_model(
             args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
@@ -124,4 +139,5 @@ def run(args) -> int:
         shutdown()
     progress = trainer.progress
     return training_outcome("lm", args, out_dir, progress.finished, progress.step,
-                            lambda: f"best validation loss {progress.best_valid_loss:.4f}", is_main=trainer.world.is_main)
+                            lambda: f"best validation loss {progress.best_valid_loss:.4f}",
+                            data_flags={"text_column": "text", "streaming": False}, is_main=trainer.world.is_main)

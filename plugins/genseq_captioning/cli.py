@@ -87,7 +87,7 @@ def run_train(args) -> int:
         encoder_options["name"] = args.encoder
     encoder_options["storage"] = "float32" if encoder_options.get("trainable_stages") else "float16"
     saved = saved_training_config(out_dir) if args.resume else None
-    config = build_config(CaptionTrainConfig, args, saved, progress=not args.no_progress)
+    config = build_config(CaptionTrainConfig, args, saved, frozen=("batch_size", "seed"), progress=not args.no_progress)
     try:
         trainer = train_captioner(
             data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
@@ -98,7 +98,9 @@ def run_train(args) -> int:
         shutdown()
     progress = trainer.progress
     return training_outcome("captioning", args, out_dir, progress.finished, progress.step,
-                            lambda: f"best validation BLEU-4 {progress.best_bleu4:.4f}", is_main=trainer.world.is_main)
+                            lambda: f"best validation BLEU-4 {progress.best_bleu4:.4f}",
+                            data_flags={"split": "train", "valid_split": "validation", "image_column": None,
+                                        "caption_columns": None}, is_main=trainer.world.is_main)
 
 
 # ---- genseq eval captioning ------------------------------------------------------------------

@@ -47,6 +47,7 @@ from genseq.train import (
     deferred_interrupt,
     plot_metrics,
     process_rng,
+    load_optimizer_state,
     read_last,
     resolve_device,
     restore_process_rng,
@@ -384,7 +385,7 @@ class CaptionTrainer:
         """Continue from last/: weights, optimizer, progress and RNG."""
         last, saved, state = read_last(self.out_dir)
         load_weights(self.captioner, _float_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.progress = Progress(**saved["progress"])
         self.progress.finished = False
         restore_process_rng(state, self.world, self.config.seed, self.progress.step)

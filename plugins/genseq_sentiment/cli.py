@@ -45,12 +45,13 @@ def run_train(args) -> int:
                if getattr(args, name) is not None}
     out_dir = run_directory(args.out, args.resume, changes_model=bool(options or args.tokenizer))
     saved = saved_training_config(out_dir) if args.resume else None
-    config = build_config(SentimentTrainConfig, args, saved, progress=not args.no_progress)
+    config = build_config(SentimentTrainConfig, args, saved, frozen=("batch_size", "seed"), progress=not args.no_progress)
     trainer = train_sentiment(args.data, args.valid, out_dir, config, options, vocab_size=args.vocab_size,
                               tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column,
                               resume=bool(args.resume))
     return training_outcome("sentiment", args, out_dir, trainer.finished, trainer.step,
-                            lambda: f"best validation F1 {trainer.best[0]:.4f}")
+                            lambda: f"best validation F1 {trainer.best[0]:.4f}",
+                            data_flags={"text_column": "text", "label_column": "label"})
 
 
 def add_eval_arguments(parser) -> None:

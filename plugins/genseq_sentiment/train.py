@@ -33,7 +33,9 @@ from genseq.checkpoint import (
     TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, load_weights, read_config, read_directory_path, read_weights,
 )
 from genseq.errors import CheckpointError, ConfigError, DataError
-from genseq.train import deferred_interrupt, plot_metrics, read_last, resolve_device, truncate_metrics, write_last
+from genseq.train import (
+    deferred_interrupt, load_optimizer_state, plot_metrics, read_last, resolve_device, truncate_metrics, write_last,
+)
 
 from .model import KIND, SentimentConfig, SentimentModel
 
@@ -224,7 +226,8 @@ class SentimentTrainer:
         """Write last/ (the model and everything training continues from) as one atomic directory swap."""
         counters = {name: getattr(self, name) for name in self.COUNTERS}
         write_last(self.out_dir, self.model.files(training_config=asdict(self.config)), counters,
-                   {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()})
+                   {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None})
 
     def resume(self) -> None:
         """Continue from last/: weights, optimizer, counters and random state."""
@@ -236,8 +239,10 @@ class SentimentTrainer:
         except KeyError as error:
             raise CheckpointError(f"{last} has no {error} in its training state; it cannot be resumed") from None
         self.best = tuple(self.best)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
 
     def _train_step(self, rows: list[int]) -> float:
