@@ -1,6 +1,6 @@
 """Word-level LSTM baseline in the manner of pytorch/examples word_language_model.
 
-    python recipes/word_baseline.py --data '../shared/data/text' --out runs/word-baseline --max-time 75m
+    python recipes/word_baseline.py --data '../shared/data/text' --out runs/word-baseline --max-time 100m
 
 The recipe of https://github.com/pytorch/examples/tree/main/word_language_model
 (main.py defaults with --tied): a vocabulary of whitespace-separated words plus
@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/text", help="folder with CORPUS/{train,valid}/*.txt")
     parser.add_argument("--out", default="runs/word-baseline")
-    parser.add_argument("--max-time", default="75m", help="training wall-clock budget, e.g. 75m or 1.5h")
+    parser.add_argument("--max-time", default="100m", help="training wall-clock budget, e.g. 75m or 1.5h")
     parser.add_argument("--eval-minutes", type=float, default=10.0)
     parser.add_argument("--eval-words", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=1)
