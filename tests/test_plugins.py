@@ -154,6 +154,16 @@ def test_a_task_taking_the_name_of_a_core_flag_is_reported_and_the_others_still_
     assert main(["generate", "--prompt", "x", "--max-new-tokens", "2", "--seed", "0"]) == 0
 
 
+def test_an_input_named_like_another_tasks_flag_is_noted_when_that_task_runs(plugin_path, capsys):
+    source = GOOD_TASK.replace('inputs = (Input("text", "text"),)', 'inputs = (Input("text", "text"), Input("seed", "text"))')
+    make_distribution(plugin_path, "genseq-echo", {"echo": "echo_plugin:Echo"}, "echo_plugin", source.format(name="echo"))
+    assert main(["generate", "--task", "echo", "--text", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "note: the input seed cannot be given here: another task's --seed takes its name" in err
+    assert main(["generate", "--prompt", "x", "--max-new-tokens", "2", "--seed", "0"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_generate_help_shows_the_default_tasks_defaults_and_the_others_where_they_differ(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

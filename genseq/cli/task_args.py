@@ -35,29 +35,31 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[t
         for option in task_class.options:
             defaults.setdefault(option.name, {})[task_class.name] = option.default
     seen: set[str] = set()
+
+    def new_flag(task_class, role: str, name: str) -> bool:
+        """Whether the role's flag for name is to be added (not yet there, and not another flag's name)."""
+        if f"{role}_{name}" in seen:
+            return False
+        if flag(name) in parser._option_string_actions:
+            notes.setdefault(task_class.name, []).append(
+                f"the {role} {name} cannot be given here: another task's {flag(name)} takes its name")
+            return False
+        seen.add(f"{role}_{name}")
+        return True
+
     for task_class in task_classes:
         group = parser.add_argument_group(f"task {task_class.name}", task_class.description)
         for item in task_class.inputs:
-            if f"input_{item.name}" in seen:
+            if not new_flag(task_class, "input", item.name):
                 continue
-            if flag(item.name) in parser._option_string_actions:
-                notes.setdefault(task_class.name, []).append(
-                    f"the input {item.name} cannot be given here: another task's {flag(item.name)} takes its name")
-                continue
-            seen.add(f"input_{item.name}")
             help_text = item.description or item.kind
             if item.kind == "text":
                 help_text += " ('-' reads standard input)"
             group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
                                help=f"{help_text}; repeat for a batch")
         for option in task_class.options:
-            if f"option_{option.name}" in seen:
+            if not new_flag(task_class, "option", option.name):
                 continue
-            if flag(option.name) in parser._option_string_actions:
-                notes.setdefault(task_class.name, []).append(
-                    f"the option {option.name} cannot be given here: another task's {flag(option.name)} takes its name")
-                continue
-            seen.add(f"option_{option.name}")
             others = {name: value for name, value in defaults[option.name].items() if value != option.default}
             _add_option(group, option, others)
     return notes
@@ -119,7 +121,7 @@ def collect_batch(args, task_class: type[Task]) -> list[dict]:
     for name, value in vars(args).items():
         if name.startswith("input_") and value is not None and name[len("input_"):] not in declared:
             raise ConfigError(f"task {task_class.name} takes no {flag(name[len('input_'):])}")
-    values = {item.name: getattr(args, f"input_{item.name}") or [] for item in task_class.inputs}
+    values = {item.name: getattr(args, f"input_{item.name}", None) or [] for item in task_class.inputs}
     missing = [flag(name) for name, given in values.items() if not given]
     if missing:
         raise ConfigError(f"task {task_class.name} needs {' and '.join(missing)}")
