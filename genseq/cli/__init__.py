@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import GenseqError
+from ..errors import ConfigError, GenseqError
 
 COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "gates", "lab", "serve")
 
@@ -75,8 +75,6 @@ def duration(text: str) -> float:
 
 def run_directory(out: str | None, resume: str | None, changes_model: bool) -> str:
     """The run directory of `--out DIR` (a new run) or `--resume DIR` (continue one), for any trainer."""
-    from ..errors import ConfigError
-
     if resume:
         if out and out != resume:
             raise ConfigError("--out and --resume name different directories; --resume DIR continues the run in DIR")
@@ -86,7 +84,6 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
     if not out:
         raise ConfigError("--out is required (or --resume DIR to continue a run)")
     return out
-
 
 
 def training_outcome(task: str, args, out_dir, finished: bool, step: int, best, data_flags: dict | None = None,
@@ -143,8 +140,6 @@ def build_config(config_class, args, saved: dict | None = None, frozen: tuple[st
     if saved:
         for name in frozen:
             if name in given and name in saved and given[name] != saved[name]:
-                from ..errors import ConfigError
-
                 raise ConfigError(f"--{name.replace('_', '-')} cannot change when resuming: the run was started with "
                                   f"{saved[name]}; drop the flag or start a new --out")
     return config_class(**{**values, **given, **fixed})

@@ -49,7 +49,7 @@ def add_task_parsers(tasks, able: str, add_arguments: str, action) -> list:
             parser.set_defaults(run=lambda args, failure=failure: _raise(failure))
             continue
         parser = tasks.add_parser(info.name, help=task_class.description, description=task_class.description,
-                                  parents=[parser], add_help=False, conflict_handler="resolve")
+                                  parents=[parser], add_help=False)
 
         def run_task(args, task_class=task_class, info=info):
             return run_guarded(info.name, info.distribution, action, task_class, args)

@@ -270,15 +270,15 @@ def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig
     """Everything `genseq train sentiment` does (resume: continue the run in out_dir); returns the trainer."""
     config = config or SentimentTrainConfig()
     out_dir = Path(out_dir)
+    if not resume and ((out_dir / "config.json").exists() or (out_dir / "last").exists()):
+        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
+    train = load_examples(data, text_column, label_column, "train")
+    held_out = load_examples(valid, text_column, label_column, "validation")
     if resume:
         last = read_directory_path(out_dir / "last")
         model_config = SentimentConfig(**read_config(last, kind=KIND)["model_config"])
         tokenizer = Tokenizer.load(last / TOKENIZER_FILE)
-    elif (out_dir / "config.json").exists() or (out_dir / "last").exists():
-        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
-    train = load_examples(data, text_column, label_column, "train")
-    held_out = load_examples(valid, text_column, label_column, "validation")
-    if not resume:
+    else:
         tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path else Tokenizer.train(train.texts, vocab_size=vocab_size)
         model_config = SentimentConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(config.seed)
