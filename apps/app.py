@@ -1,12 +1,14 @@
 """The genseq web app: one tab per registered task, built from the tasks' declarations, and Inspect.
 
-    genseq serve [--host 127.0.0.1] [--port 7860]   serve it
+    genseq serve [--host 127.0.0.1] [--port 7860] [--models-dir runs] [--max-prompt-chars 20000]
     gradio apps/app.py                              serve it, reloading on every edit under apps/
 
 build_app() discovers the task plugins and gives each usable one a tab; the
 ones that fail to load are listed at the top instead. The Inspect and Gradients
 tabs (apps/lab.py) show the default language model's gates and the gradients lab. Models load on first use
 and are shared by every session; requests queue behind a concurrency limit.
+A client may load only the checkpoints the server was started with and those in
+its models directory, and send texts of at most max_prompt_chars (apps/access.py).
 The app binds to 127.0.0.1, sends no analytics and fetches nothing from the
 internet; uploads and outputs live in Gradio's temporary folder.
 """
@@ -24,6 +26,7 @@ if __package__ in (None, ""):  # run as a file (`gradio apps/app.py`): make the 
 
 import gradio as gr  # noqa: E402
 
+from apps.access import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MODELS_DIR, ServerAccess  # noqa: E402
 from apps.images import MAX_UPLOAD  # noqa: E402
 from apps.lab import build_gradients_tab, build_inspect_tab  # noqa: E402
 from apps.pool import TaskPool  # noqa: E402
@@ -40,18 +43,24 @@ if gr.NO_RELOAD:  # live reload re-runs this file but skips this block, so loade
     SHARED_POOL = TaskPool()
 
 
-def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
-              concurrency: int = CONCURRENCY) -> gr.Blocks:
-    """The app; model_overrides maps a task name to the checkpoint directory its tab uses by default."""
+def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None, concurrency: int = CONCURRENCY,
+              models_dir: str | os.PathLike = DEFAULT_MODELS_DIR,
+              max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> gr.Blocks:
+    """The app; model_overrides maps a task name to the checkpoint directory its tab uses by default.
+
+    Clients may pick those checkpoints and the ones in models_dir, and send texts of
+    at most max_prompt_chars characters.
+    """
     infos = discover()
     overrides = _checked_overrides(model_overrides or {}, infos)
+    access = ServerAccess(list(overrides.values()), models_dir, max_prompt_chars)
     with gr.Blocks(title="genseq", analytics_enabled=False) as app:
         gr.Markdown(HEADER)
         _report_unusable(infos)
         with gr.Tabs():
             for info in (info for info in infos if info.ok):
                 with gr.Tab(info.name, id=info.name):
-                    build_tab(info, pool or SHARED_POOL, overrides.get(info.name), concurrency)
+                    build_tab(info, pool or SHARED_POOL, overrides.get(info.name), concurrency, access)
             with gr.Tab("Inspect", id="inspect"):
                 build_inspect_tab(CONCURRENCY_ID, concurrency)
             with gr.Tab("Gradients", id="gradients"):

@@ -3,28 +3,34 @@
 A handler's parameters are named after the task's inputs and options, plus
 `model`, so API clients can pass them by keyword and leave out the rest:
 `client.predict(prompt="Once upon a", api_name="/completion")`. The task's own
-errors reach the page as gr.Error with the task's message.
+errors reach the page as gr.Error with the task's message; anything else that
+goes wrong reaches it as one sentence too (its traceback stays in the server log),
+never as a traceback or a bare "Error".
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import queue
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
+
+import gradio as gr
 
 from genseq import GenseqError
 from genseq.plugins import TaskInfo, run_guarded
 from genseq.tasks import Input, Option, Output
 
-from .controls import LEFT_OUT, read_input, read_option, show_output
+from .access import ServerAccess
+from .controls import LEFT_OUT, label_of, read_input, read_option, show_output
 from .images import page_error
 from .pool import TaskPool
 
 MODEL_PARAMETER = "model"
+MAX_DETAIL = 200  # characters of an unexpected error's first line shown to the client (allocator dumps run to pages)
 _END = object()
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class TaskCall:
     inputs: list[Input]
     options: list[Option]
     outputs: list[Output]
+    access: ServerAccess
 
     @property
     def parameter_names(self) -> list[str]:
@@ -59,18 +66,29 @@ class TaskCall:
 
     def _read(self, values: tuple) -> tuple[dict, dict, str | None]:
         raw_inputs, raw_options, raw_model = values[: len(self.inputs)], values[len(self.inputs) : -1], values[-1]
-        inputs = {item.name: read_input(item, raw) for item, raw in zip(self.inputs, raw_inputs)}
-        options = {option.name: read_option(option, raw) for option, raw in zip(self.options, raw_options)}
+        inputs = {item.name: self._checked(f"the {item.name}", read_input(item, raw))
+                  for item, raw in zip(self.inputs, raw_inputs)}
+        options = {option.name: read_option(option, self._checked(f"option {option.name}", raw))
+                   for option, raw in zip(self.options, raw_options)}
         options = {name: value for name, value in options.items() if value is not LEFT_OUT}
-        return inputs, options, read_model(raw_model)
+        return inputs, options, self.access.read_model(raw_model)
+
+    def _checked(self, name: str, value):
+        """value, once the text in it (a string, or a list of them from an API client) is within the server's limit;
+        the task checks its type."""
+        if isinstance(value, (list, tuple)):
+            self.access.check_text(label_of(name), "".join(item for item in value if isinstance(item, str)))
+        elif isinstance(value, str):
+            self.access.check_text(label_of(name), value)
+        return value
 
     def _guarded(self, function, *args, **kwargs):
         try:
             return run_guarded(self.info.name, self.info.distribution, function, *args, **kwargs)
         except GenseqError as error:
             cause = error.__cause__
-            if cause is not None and not isinstance(cause, GenseqError):  # a plugin bug: keep its traceback in the log
-                log.error("task %s failed", self.info.name, exc_info=cause)
+            if cause is not None and not isinstance(cause, GenseqError):  # not the user's mistake: say what failed
+                raise unexpected_error(f"task {self.info.name}", cause) from error
             raise page_error(str(error)) from error
 
 
@@ -112,7 +130,12 @@ def make_handler(call: TaskCall):
     """A generator function Gradio can stream, with a signature naming its API parameters."""
 
     def handler(*values):
-        yield from call.stream(values)
+        try:
+            yield from call.stream(values)
+        except gr.Error:
+            raise
+        except Exception as error:  # the app's own code on a result it did not expect
+            raise unexpected_error(f"the {call.info.name} tab", error) from error
 
     # Every parameter defaults to None so API clients may leave it out: Gradio then offers the
     # component's initial value (the task's default), and None means "default" to the readers.
@@ -123,11 +146,39 @@ def make_handler(call: TaskCall):
     return handler
 
 
-def read_model(raw) -> str | None:
-    """None for the task's default model, else a checkpoint directory on this machine."""
-    if not raw:
-        return None
-    path = Path(str(raw)).expanduser()
-    if not path.is_dir():
-        raise page_error(f"model {raw} is not a directory on the server; choose the default model or a checkpoint directory")
-    return str(path.resolve())
+def shown_errors(what: str):
+    """Decorate a handler so that every error reaches the client as one sentence: genseq's own as it is worded,
+    anything else through unexpected_error (what names the tab)."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        def guarded(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except gr.Error:
+                raise
+            except GenseqError as error:
+                raise page_error(str(error)) from error
+            except Exception as error:
+                raise unexpected_error(what, error) from error
+
+        return guarded
+
+    return decorate
+
+
+def unexpected_error(what: str, error: BaseException) -> gr.Error:
+    """One sentence for an exception no check foresaw; its traceback goes to the server log, not to the client."""
+    log.error("%s failed", what, exc_info=error)
+    if _out_of_memory(error):
+        return page_error(f"{what} ran out of memory on this request; try a shorter input or smaller settings "
+                          "(fewer tokens, beams or sequences)")
+    detail = (str(error).strip().splitlines() or [""])[0][:MAX_DETAIL]
+    return page_error(f"{what} failed on this request ({type(error).__name__}{': ' + detail if detail else ''}); "
+                      "the server's log has the details")
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or isinstance(error, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text)

@@ -17,8 +17,7 @@ import io
 
 import gradio as gr
 
-from genseq.errors import GenseqError
-
+from .handlers import shown_errors
 from .images import page_error
 
 EXAMPLE = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer"
@@ -42,6 +41,7 @@ def layer_count() -> int:
     return read_config(default_model_dir("lm"))["model_config"]["num_layers"]
 
 
+@shown_errors("the Inspect tab")
 def inspect_handler(text: str, layer: float):
     from PIL import Image
 
@@ -49,17 +49,16 @@ def inspect_handler(text: str, layer: float):
 
     if len(text) > MAX_CHARACTERS:
         raise page_error(f"the text has {len(text)} characters; the inspector reads at most {MAX_CHARACTERS}")
-    try:
-        model, tokenizer = default_lm()
-        inspection = inspect_text(model, tokenizer, text)
-        layer = int(layer)
-        picture = Image.open(io.BytesIO(heatmap_png(inspection, layer)))
-    except GenseqError as error:
-        raise page_error(str(error)) from error
+    model, tokenizer = default_lm()
+    inspection = inspect_text(model, tokenizer, text)
+    layer = int(layer)
+    picture = Image.open(io.BytesIO(heatmap_png(inspection, layer)))
     units = inspection.moving_units(layer, 10)
     cell = inspection.layers[layer]["cell"]
     rows = [f"| {unit} | {cell[:, unit].min().item():.2f} | {cell[:, unit].max().item():.2f} |" for unit in units]
-    summary = "\n".join([f"{len(inspection.tokens)} tokens, layer {layer}. The units whose cell state moves most:", "",
+    note = inspection.truncation_note()  # a long text is read up to genseq.gates.MAX_TOKENS tokens
+    summary = "\n".join([*([f"Note: {note}.", ""] if note else []),
+                         f"{len(inspection.tokens)} tokens, layer {layer}. The units whose cell state moves most:", "",
                          "| unit | lowest c | highest c |", "|---:|---:|---:|", *rows])
     return picture, summary
 
@@ -81,16 +80,14 @@ def build_inspect_tab(concurrency_id: str, concurrency: int) -> None:
               concurrency_id=concurrency_id, concurrency_limit=concurrency)
 
 
+@shown_errors("the Gradients tab")
 def gradients_handler(cells: list[str], length: float, longest: float, steps: float):
     from PIL import Image
 
     from genseq.lab import LabConfig, lab_png, run_lab
 
     counts = tuple(sorted({max(1, int(longest) // 4), int(longest)}))
-    try:
-        result = run_lab(LabConfig(cells=tuple(cells or ()), length=int(length), distractors=counts, steps=int(steps)))
-    except GenseqError as error:
-        raise page_error(str(error)) from error
+    result = run_lab(LabConfig(cells=tuple(cells or ()), length=int(length), distractors=counts, steps=int(steps)))
     header = "| cell | " + " | ".join(f"N = {n}, clipped | N = {n}, not clipped" for n in counts) + " |"
     rows = [header, "|---|" + "---:|" * (2 * len(counts))]
     for cell, kinds in result.recall.items():

@@ -15,6 +15,7 @@ import gradio as gr
 
 from genseq.plugins import TaskInfo
 
+from .access import ServerAccess
 from .controls import input_control, label_of, option_control, output_control
 from .handlers import TaskCall, make_handler
 from .pool import TaskPool
@@ -33,12 +34,13 @@ def element(info: TaskInfo, name: str) -> str:
     return f"{info.name}-{name}"
 
 
-def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int) -> None:
+def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int,
+              access: ServerAccess) -> None:
     """The tab's contents, built inside the current gr.Tab."""
-    TAB_BUILDERS.get(info.name, generic_tab)(info, pool, model_override, concurrency)
+    TAB_BUILDERS.get(info.name, generic_tab)(info, pool, model_override, concurrency, access)
 
 
-def generic_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int,
+def generic_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int, access: ServerAccess,
                 hidden_options: tuple = (), option_values: dict | None = None) -> None:
     """Inputs, Run and Stop, options (hidden_options left out, option_values as initial values), model; outputs."""
     task_class, option_values = info.task_class, option_values or {}
@@ -54,10 +56,10 @@ def generic_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, conc
             with gr.Accordion("Options", open=False, visible=bool(shown_options)):
                 options = [option_control(option, option_values.get(option.name), element(info, option.name))
                            for option in shown_options]
-            model = model_picker(model_override, element(info, "model"))
+            model = model_picker(access, model_override, element(info, "model"))
         with gr.Column():
             outputs = output_controls(info)
-    call = TaskCall(info, pool, list(task_class.inputs), shown_options, list(task_class.outputs))
+    call = TaskCall(info, pool, list(task_class.inputs), shown_options, list(task_class.outputs), access)
     event = run.click(make_handler(call), [*inputs, *options, model], outputs, api_name=api_name(info.name),
                       preprocess=False, concurrency_id=CONCURRENCY_ID, concurrency_limit=concurrency)
     stop.click(None, cancels=[event], api_visibility="private")
@@ -96,18 +98,13 @@ def example_images(info: TaskInfo) -> list[str]:
     return sorted(str(path) for path in files if path.suffix.lower() in EXAMPLE_SUFFIXES)
 
 
-def model_picker(model_override: str | None, elem_id: str) -> gr.Dropdown:
-    """The task's default model, or a checkpoint directory: one found under ./runs, or any typed in."""
-    choices = [("default model", "")] + [(path, path) for path in checkpoint_dirs()]
+def model_picker(access: ServerAccess, model_override: str | None, elem_id: str) -> gr.Dropdown:
+    """The task's default model, or a checkpoint directory: one in the server's models directory, or one typed in."""
+    choices = [("default model", "")] + [(path, path) for path in access.checkpoint_dirs()]
     if model_override:
         choices.insert(0, (model_override, model_override))
     return gr.Dropdown(choices, value=model_override or "", allow_custom_value=True, label="model", elem_id=elem_id,
-                       info="the task's default model, or a checkpoint directory on the server")
-
-
-def checkpoint_dirs(root: str = "runs") -> list[str]:
-    """Checkpoints that `genseq train --out runs/NAME` left in the working directory."""
-    return sorted(str(path.parent) for path in Path(root).glob("*/config.json"))
+                       info=f"the task's default model, or a checkpoint in the server's {access.models_dir}/ folder")
 
 
 # ---- completion ---------------------------------------------------------------------
@@ -115,11 +112,12 @@ PRIMARY_COMPLETION_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p",
 SUGGEST_OPTION, SUGGESTIONS_SHOWN = "suggest", 5
 
 
-def completion_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int) -> None:
+def completion_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int,
+                   access: ServerAccess) -> None:
     """Prompt, streamed continuation with Stop, sampling controls, and next words that click into the prompt."""
     task_class = info.task_class
     if not _declares_completion(task_class):  # a changed declaration still gets a working (generic) tab
-        return generic_tab(info, pool, model_override, concurrency)
+        return generic_tab(info, pool, model_override, concurrency, access)
     outputs = {item.name: item for item in task_class.outputs}
     generate_options = [option for option in task_class.options if option.name != SUGGEST_OPTION]
     suggest_option = next(option for option in task_class.options if option.name == SUGGEST_OPTION)
@@ -142,10 +140,11 @@ def completion_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, c
                 controls |= {option.name: option_control(option, elem_id=element(info, option.name))
                              for option in generate_options if option.name not in PRIMARY_COMPLETION_OPTIONS}
                 count = option_control(suggest_option, SUGGESTIONS_SHOWN, element(info, SUGGEST_OPTION))
-            model = model_picker(model_override, element(info, "model"))
+            model = model_picker(access, model_override, element(info, "model"))
     ordered = [controls[option.name] for option in generate_options]
-    generate_call = TaskCall(info, pool, [task_class.inputs[0]], generate_options, [outputs["text"], outputs["completions"]])
-    suggest_call = TaskCall(info, pool, [task_class.inputs[0]], [suggest_option], [outputs["suggestions"]])
+    generate_call = TaskCall(info, pool, [task_class.inputs[0]], generate_options,
+                             [outputs["text"], outputs["completions"]], access)
+    suggest_call = TaskCall(info, pool, [task_class.inputs[0]], [suggest_option], [outputs["suggestions"]], access)
     shared = dict(preprocess=False, concurrency_id=CONCURRENCY_ID, concurrency_limit=concurrency)
     event = generate.click(make_handler(generate_call), [prompt, *ordered, model], [text, completions],
                            api_name=api_name(info.name), **shared)
@@ -175,9 +174,10 @@ def append_word(prompt: str, selected: gr.SelectData) -> str:
 
 
 # ---- captioning -----------------------------------------------------------------------
-def captioning_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int) -> None:
+def captioning_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concurrency: int,
+                   access: ServerAccess) -> None:
     """The generic tab with the attention picture on; attention_map is left out, as it writes a file on the server."""
-    generic_tab(info, pool, model_override, concurrency, hidden_options=("attention_map",),
+    generic_tab(info, pool, model_override, concurrency, access, hidden_options=("attention_map",),
                 option_values={"attention": True})
 
 

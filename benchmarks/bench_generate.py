@@ -9,7 +9,7 @@ separately. EOS is made impossible (its output bias is -100) so that every run
 generates exactly the same number of tokens. The last line holds the three
 ratios genseq / reference of tokens per second (best round of each side).
 
-    python benchmarks/bench_generate.py [--rounds 5] [--tokens 200] [--threads N] [--precision]
+    python benchmarks/bench_generate.py [--rounds 5] [--tokens 200] [--threads N] [--precision [--bf16]]
     python benchmarks/bench_generate.py --perplexity CHECKPOINT --text GLOB [--max-tokens 50000]
 """
 
@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from genseq import LanguageModel, ModelConfig
+from genseq import LanguageModel, ModelConfig, capabilities
 from genseq.generation import PRECISIONS, GenerationConfig, decoding_step, generate_ids, next_token
 
 VOCAB, EMBEDDING, HIDDEN, LAYERS = 8000, 256, 512, 2
@@ -127,6 +127,7 @@ def speed(args) -> None:
     print(f"model: embedding {EMBEDDING}, LSTM {LAYERS} x {HIDDEN}, vocab {VOCAB}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; prompt {PROMPT_LENGTH} tokens; {steps} new tokens "
           f"({short} for the batch and the beams)")
+    print(f"this machine: {capabilities.describe('cpu')}")
     check_identical_tokens(model, one, steps)
     sampled, batched = GenerationConfig(max_new_tokens=steps, seed=11), GenerationConfig(max_new_tokens=short, seed=11)
     beam = GenerationConfig(max_new_tokens=short, num_beams=BEAMS)
@@ -144,15 +145,24 @@ def speed(args) -> None:
         lambda: reference_beam_search(model, with_start(one), BEAMS, short), short, args.rounds,
     )
     if args.precision:
-        precision_table(model, one, prompts, steps, args.rounds)
+        precision_table(model, one, prompts, steps, args.rounds, args.bf16)
     print(f"ratios (genseq / reference tokens per second): single {single:.2f}x, batch{BATCH} {batch:.2f}x, "
           f"beam{BEAMS} {beams:.2f}x")
 
 
-def precision_table(model, one, prompts, steps, rounds) -> None:
-    """Tokens per second of genseq itself in each precision, one stream and a batch (rounds alternate)."""
+def precision_table(model, one, prompts, steps, rounds, emulated_bf16=False) -> None:
+    """Tokens per second of genseq itself in each precision, one stream and a batch (rounds alternate).
+
+    bf16 is left out where this CPU only emulates it (10-50x slower) unless emulated_bf16,
+    int8 where this PyTorch lacks fbgemm.
+    """
+    runnable = {"bf16": capabilities.bf16_decoding_is_faster("cpu") or emulated_bf16, "int8": capabilities.int8_decoding()}
+    precisions = [precision for precision in PRECISIONS if runnable.get(precision, True)]
+    why = {"bf16": "this CPU only emulates bf16 (--bf16 times it)", "int8": "this PyTorch lacks fbgemm"}
+    for precision in sorted(set(PRECISIONS) - set(precisions)):
+        print(f"precision {precision}: not timed, {why[precision]}")
     runs = {}
-    for precision in PRECISIONS:
+    for precision in precisions:
         for batch, count in ((one, steps), (prompts, max(steps // 2, 1))):
             config = GenerationConfig(max_new_tokens=count, seed=11, precision=precision)
             runs[precision, len(batch)] = (lambda b=batch, c=config: genseq_tokens(model, b, c), len(batch) * count)
@@ -160,7 +170,7 @@ def precision_table(model, one, prompts, steps, rounds) -> None:
     for _ in range(rounds):
         for key, (run, _) in runs.items():
             best[key] = min(best[key], seconds(run))
-    for precision in PRECISIONS:
+    for precision in precisions:
         single, batch = (runs[precision, size][1] / best[precision, size] for size in (len(one), len(prompts)))
         print(f"precision {precision}: single stream {single:7.0f} tok/s   {len(prompts)} streams {batch:7.0f} tok/s")
 
@@ -222,7 +232,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each side counts")
     parser.add_argument("--tokens", type=int, default=200, help="new tokens of one stream (batch and beams: half)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--precision", action="store_true", help="also time genseq in bf16 and int8")
+    parser.add_argument("--precision", action="store_true", help="also time genseq in bf16, int8 and auto")
+    parser.add_argument("--bf16", action="store_true", help="with --precision: time bf16 even where this CPU only emulates it")
     parser.add_argument("--perplexity", metavar="CHECKPOINT", help="measure each precision's perplexity instead")
     parser.add_argument("--text", help="glob of text files for --perplexity")
     parser.add_argument("--max-tokens", type=int, default=50_000, help="tokens of --text to score")

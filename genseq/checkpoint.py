@@ -5,16 +5,27 @@ is written to a temporary name and renamed into place, and a checkpoint whose
 files must agree with each other (a resumable training state) is written as a
 whole directory and swapped in, so a kill at any moment leaves the previous
 checkpoint readable.
+
+Loading checks before it allocates: each file must be a regular file of a sane
+size (stat, never open, so a FIFO or a device cannot hang or flood a load), the
+model config's fields must have their declared types, and the shapes the config
+implies must be the ones in the weights file's header, so a config.json that
+asks for a billion hidden units is refused instead of allocated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
+import stat
+import struct
 import tempfile
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -31,11 +42,15 @@ FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.model"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few kilobytes
+MAX_TOKENIZER_BYTES = 1 << 30  # a SentencePiece model of a million pieces is tens of megabytes
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
+COUNT_FIELDS = ("num_layers",)  # config fields that count modules: each one adds tensors to the weights file
 
 
 # ---- atomic files and directories ------------------------------------------
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write data to path so that readers see either the old file or the whole new one."""
+def atomic_write(path: str | os.PathLike, data: bytes, what: str | None = "checkpoint") -> None:
+    """Write data to path so that readers see either the old file or the whole new one (what: its kind, for errors)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -50,7 +65,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise _write_error(path, error) from None
+        raise _write_error(path, error, what) from None
 
 
 def write_directory(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
@@ -89,9 +104,10 @@ def read_directory_path(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def _write_error(path: Path, error: OSError) -> GenseqError:
+def _write_error(path: Path, error: OSError, what: str | None = "checkpoint") -> GenseqError:
     reason = error.strerror or str(error)
-    return CheckpointError(f"cannot write {path}: {reason}; the previous checkpoint is left as it was")
+    kept = f"; the previous {what} is left as it was" if what else ""
+    return CheckpointError(f"cannot write {path}: {reason}{kept}")
 
 
 # ---- nested state <-> (json, tensors) --------------------------------------
@@ -200,31 +216,224 @@ def read_config(directory: str | os.PathLike, kind: str | None = "lm") -> dict:
     path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a checkpoint directory (it does not exist)")
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path} is missing, so {directory} is not a genseq checkpoint")
+    check_regular_file(path, MAX_CONFIG_BYTES)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing, so {directory} is not a genseq checkpoint") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is corrupt: not valid JSON ({error})") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a genseq checkpoint config (no \"format\": \"genseq\")")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {version}, newer than this genseq reads ({FORMAT_VERSION}); upgrade genseq"
-        )
+    check_format_version(config.get("format_version"), path)
     if kind is not None and config.get("kind") != kind:
         raise CheckpointError(f"{directory} holds a {config.get('kind')!r} checkpoint, not {kind!r}")
     return config
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def check_format_version(version: Any, path: Path) -> None:
+    """Accept exactly the versions this genseq reads: the integers 1 to FORMAT_VERSION."""
+    if type(version) is int and version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version}, newer than this genseq reads ({FORMAT_VERSION}); upgrade genseq"
+        )
+    if type(version) is not int or version < 1:
+        raise CheckpointError(
+            f"{path} has format version {version!r}, which is not one genseq wrote "
+            f"(an integer from 1 to {FORMAT_VERSION})"
+        )
+
+
+def check_regular_file(path: str | os.PathLike, max_bytes: int) -> int:
+    """The size of path, refusing a missing file, a FIFO, a device or a directory, and one over max_bytes.
+
+    Only stat() looks at the file: open() on a FIFO blocks and a device like /dev/zero never ends.
+    """
     try:
-        return load_safetensors(Path(path).read_bytes())
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path} is {_file_kind(info.st_mode)}, not a regular file, so it is not read")
+    if info.st_size > max_bytes:
+        raise CheckpointError(
+            f"{path} is {_size(info.st_size)}, more than the {_size(max_bytes)} such a file can sensibly be, "
+            "so it is not read"
+        )
+    return info.st_size
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def max_weights_bytes() -> int:
+    """A weights file is loaded whole, so it may be no larger than this machine's memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): a generous fixed cap
+        return 64 << 30
+
+
+# ---- the weights file's header, read without its data ---------------------------------
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def read_header(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every tensor in a safetensors file, from its header alone.
+
+    The file is 8 bytes of little-endian header length, the JSON header, then the data;
+    the header is checked against the file's size so its shapes can be trusted for sizing a model.
+    """
+    size = check_regular_file(path, max_weights_bytes())
+    corrupt = f"{path} is corrupt or truncated"
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{corrupt} (it has {len(prefix)} bytes, fewer than a header)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{corrupt} (its header claims {length} bytes)")
+        try:
+            header = json.loads(file.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{corrupt} (its header is not valid JSON: {error})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{corrupt} (its header is not a JSON object)")
+    header.pop("__metadata__", None)
+    return {name: _checked_entry(name, entry, size - 8 - length, corrupt) for name, entry in header.items()}
+
+
+def _checked_entry(name: str, entry: Any, data_bytes: int, corrupt: str) -> tuple[int, ...]:
+    try:
+        shape, (begin, end) = entry["shape"], entry["data_offsets"]
+        width = _DTYPE_BYTES[entry["dtype"]]
+        ok = all(type(n) is int and n >= 0 for n in (*shape, begin, end)) and end - begin == width * math.prod(shape)
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok or end > data_bytes:
+        raise CheckpointError(f"{corrupt} (the header's entry for {name} does not fit the file)")
+    return tuple(shape)
+
+
+# ---- model configs, checked before a model is built ---------------------------------------
+def model_config_from(config_class: type, values: Any, path: str | os.PathLike, header: dict[str, tuple[int, ...]]):
+    """config_class(**values), or a CheckpointError naming path: each field must have its declared
+    type (an int size is never a float, bool, string or NaN), each count of layers must be one the
+    weights file can hold, and the class's own range checks must pass."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} has no model_config object")
+    hints = typing.get_type_hints(config_class)
+    known = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CheckpointError(f"{path} has a model_config with unknown fields ({', '.join(unknown)})")
+    for name, value in values.items():
+        expected = _type_name(hints.get(name), value)
+        if expected:
+            raise CheckpointError(f"{path}: model_config.{name} must be {expected}, not {value!r}")
+        if name in COUNT_FIELDS and value > len(header):
+            raise CheckpointError(f"{path}: model_config.{name} is {value} but the weights file holds only "
+                                  f"{len(header)} tensors")
+    try:
+        return config_class(**values)
+    except GenseqError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid model_config ({error})") from None
+
+
+def _type_name(hint: Any, value: Any) -> str | None:
+    """What value should be when it does not match hint (None when it does or hint is not checked)."""
+    if hint is int:
+        return None if type(value) is int else "an integer"
+    if hint is float:
+        finite = type(value) in (int, float) and math.isfinite(value)
+        return None if finite else "a finite number"
+    if hint is bool:
+        return None if type(value) is bool else "true or false"
+    if hint is str:
+        return None if type(value) is str else "a string"
+    if typing.get_origin(hint) is tuple:
+        numbers = isinstance(value, (list, tuple)) and all(type(v) in (int, float) and math.isfinite(v) for v in value)
+        return None if numbers else "a list of finite numbers"
+    return None
+
+
+def build_checked(build: Callable[[], torch.nn.Module], header: dict[str, tuple[int, ...]], path) -> torch.nn.Module:
+    """build(), once check_buildable has shown that its tensors are those of the weights file."""
+    check_buildable(build, header, path)
+    return build()
+
+
+def check_buildable(build: Callable[[], torch.nn.Module], header: dict[str, tuple[int, ...]], path) -> None:
+    """Refuse a model whose tensors are not exactly those in the weights file's header, found by
+    a dry run of build() on the meta device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except (RuntimeError, ValueError, OverflowError) as error:  # e.g. "Storage size calculation overflowed"
+        raise CheckpointError(
+            f"{path} cannot hold the model its config.json describes, which cannot even be sized "
+            f"({str(error).splitlines()[0][:200]})"
+        ) from None
+    expected = _stored_shapes(probe)
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match its config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, shape in expected.items():
+        if header[name] != shape:
+            raise CheckpointError(f"{path}: {name} has shape {header[name]} but config.json implies {shape}")
+
+
+def _stored_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """name -> shape of what weights_of() stores: the state dict less tied copies (found by identity,
+    since meta tensors have no storage to compare)."""
+    state = model.state_dict(keep_vars=True)
+    first: dict[int, str] = {}
+    for name, tensor in state.items():
+        first.setdefault(id(tensor), name)
+    return {name: tuple(tensor.shape) for name, tensor in state.items() if first[id(tensor)] == name}
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, refusing a file that is not regular, too large, corrupt or non-finite."""
+    check_regular_file(path, max_weights_bytes())
+    try:
+        tensors = load_safetensors(Path(path).read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(f"{path} is corrupt or truncated ({error})") from None
+    check_finite(tensors, path)
+    return tensors
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinity: they come from a run that diverged and generate nothing."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path} holds non-finite weights (NaN or infinity in {name}, as a diverged run leaves), "
+                "so it can be neither used nor resumed"
+            )
 
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
@@ -264,15 +473,14 @@ def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     """Load (model, tokenizer) from a checkpoint directory or hub id; the model is in eval mode."""
     directory = resolve(name_or_path)
     config = read_config(directory, kind="lm")
-    try:
-        model_config = ModelConfig(**config["model_config"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{directory / CONFIG_FILE} has an invalid model_config ({error})") from None
+    weights_path = directory / WEIGHTS_FILE
+    header = read_header(weights_path)
+    model_config = model_config_from(ModelConfig, config.get("model_config"), directory / CONFIG_FILE, header)
     tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"{directory / TOKENIZER_FILE} has {tokenizer.vocab_size} pieces but the model expects {model_config.vocab_size}"
         )
-    model = LanguageModel(model_config)
-    load_weights(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
+    model = build_checked(lambda: LanguageModel(model_config), header, weights_path)
+    load_weights(model, read_weights(weights_path), weights_path)
     return model.to(device).eval(), tokenizer

@@ -30,6 +30,7 @@ from .tokenizer import Tokenizer
 
 CHUNK_CHARS = 1 << 20  # documents are read and tokenized a megabyte at a time
 HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
+CACHE_DTYPES = {"uint16": np.uint16, "int32": np.int32}  # what a token cache entry may hold
 DATASET_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 
@@ -128,7 +129,8 @@ def _load_hf_dataset(spec: str, split: str, streaming: bool):
 
 
 def _read_chunks(path: Path) -> Iterator[str]:
-    """Yield a file's text in line-aligned chunks, rejecting binary and non-UTF-8 files."""
+    """Yield a file's text in chunks that end at a line end, or at a character boundary
+    within a line longer than a chunk; reject binary and non-UTF-8 files."""
     try:
         file = open(path, "rb")
     except OSError as error:
@@ -139,12 +141,26 @@ def _read_chunks(path: Path) -> Iterator[str]:
             if b"\0" in block:
                 raise DataError(f"{path} is a binary file, not text")
             data = carry + block
-            cut = data.rfind(b"\n") + 1 or len(data)
+            cut = data.rfind(b"\n") + 1 or _last_character_start(data)
             data, carry = data[:cut], data[cut:]
-            yield _decode(data, path, offset)
+            if data:
+                yield _decode(data, path, offset)
             offset += len(data)
         if carry:
             yield _decode(carry, path, offset)
+
+
+def _last_character_start(data: bytes) -> int:
+    """Where data's last character starts if its bytes are incomplete, else len(data): a cut there
+    leaves whole characters on both sides (invalid bytes are left for _decode to report)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the last character's first byte
+            width = 2 if byte >= 0xC0 else 1
+            width = 3 if byte >= 0xE0 else width
+            width = 4 if byte >= 0xF0 else width
+            return len(data) - back if width > back else len(data)
+    return len(data)
 
 
 def _decode(data: bytes, path: Path, offset: int) -> str:
@@ -183,44 +199,88 @@ class TokenStream:
 
 
 def tokenize(source, tokenizer: Tokenizer, progress: bool = False) -> TokenStream:
-    """Tokenize a source once; later calls with the same files and tokenizer read the cache."""
+    """Tokenize a source once; later calls with the same files and tokenizer read the cache.
+
+    A cache entry is key.bin (the tokens) and key.json (their count and dtype), each written
+    to a temporary name and renamed into place, the JSON last: an entry with its JSON is
+    whole. One that is damaged anyway (truncated, edited) is found by its size and rebuilt.
+    """
     key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes()).hexdigest()[:24]
     folder = cache_dir() / "tokens"
     data_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
-    if not (meta_path.exists() and data_path.exists()):
-        _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress)
-    meta = json.loads(meta_path.read_text())
+    meta = _read_token_cache(data_path, meta_path)
+    if meta is None:
+        meta = _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress)
     if meta["bytes"] == 0:
         raise DataError(f"{source.spec} holds no text")
     tokens = np.memmap(data_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
     return TokenStream(tokens, meta["words"], meta["bytes"])
 
 
-def _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress):
-    from tqdm import tqdm
-
-    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = data_path.with_suffix(f".tmp{os.getpid()}")
-    count, words, size = 1, 0, 0
+def _read_token_cache(data_path: Path, meta_path: Path) -> dict | None:
+    """The metadata of a whole cache entry, or None when it is absent or damaged (then it is rebuilt)."""
     try:
-        with open(tmp, "wb") as out, tqdm(desc=f"tokenizing {source.spec}", unit="doc", disable=not progress, leave=False) as bar:
-            out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
-            for document in source.documents():
-                for chunk in document:
-                    ids = tokenizer.encode(chunk)
-                    out.write(np.asarray(ids, dtype=dtype).tobytes())
-                    count += len(ids)
-                    words += len(chunk.split())
-                    size += len(chunk.encode("utf-8"))
-                out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
-                count += 1
-                bar.update()
+        meta = json.loads(meta_path.read_bytes())
+        counts = [meta[name] for name in ("tokens", "words", "bytes")]
+        itemsize = np.dtype(CACHE_DTYPES[meta["dtype"]]).itemsize
+        data_size = data_path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):  # missing, not JSON, not a dict, fields absent
+        return None
+    if not all(type(count) is int and count >= 0 for count in counts) or data_size != meta["tokens"] * itemsize:
+        return None
+    return meta
+
+
+def _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress) -> dict:
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+    tmp = data_path.with_name(f".{data_path.name}.tmp{os.getpid()}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            count, words, size = _write_tokens(source, tokenizer, out, dtype, progress)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, data_path)
+        meta = {"tokens": count, "words": words, "bytes": size, "dtype": np.dtype(dtype).name, "source": source.spec}
+        _write_atomically(meta_path, json.dumps(meta).encode())
+    except OSError as error:
+        raise DataError(f"cannot write the token cache in {folder}: {error.strerror or error}; "
+                        "free some space there or set GENSEQ_CACHE_DIR to another disk") from None
     finally:
         tmp.unlink(missing_ok=True)
-    meta = {"tokens": count, "words": words, "bytes": size, "dtype": np.dtype(dtype).name, "source": source.spec}
-    meta_path.write_text(json.dumps(meta))
+    return meta
+
+
+def _write_tokens(source, tokenizer, out, dtype, progress) -> tuple[int, int, int]:
+    """Write [EOS] doc1 [EOS] doc2 [EOS] ... to out; -> (tokens, words, bytes)."""
+    from tqdm import tqdm
+
+    count, words, size = 1, 0, 0
+    with tqdm(desc=f"tokenizing {source.spec}", unit="doc", disable=not progress, leave=False) as bar:
+        out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
+        for document in source.documents():
+            for chunk in document:
+                ids = tokenizer.encode(chunk)
+                out.write(np.asarray(ids, dtype=dtype).tobytes())
+                count += len(ids)
+                words += len(chunk.split())
+                size += len(chunk.encode("utf-8"))
+            out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
+            count += 1
+            bar.update()
+    return count, words, size
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---- batching ----------------------------------------------------------------

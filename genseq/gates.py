@@ -29,6 +29,10 @@ from .errors import ConfigError
 from .model import LanguageModel
 from .tokenizer import Tokenizer
 
+# One heat-map row and one table line per token: past a few hundred the picture is unreadable and the
+# step-by-step LSTM slow, so a longer text is read up to this many tokens (what they show is exact:
+# an LSTM's state at a token depends only on the tokens before it).
+MAX_TOKENS = 300
 QUANTITIES = ("input_gate", "forget_gate", "output_gate", "candidate", "cell", "hidden")
 TITLES = {"input_gate": "input gate i", "forget_gate": "forget gate f", "output_gate": "output gate o",
           "candidate": "cell candidate g", "cell": "cell state c", "hidden": "hidden state h"}
@@ -40,6 +44,13 @@ class Inspection:
 
     tokens: list[str]  # the pieces read, as text
     layers: list[dict[str, Tensor]]
+    text_tokens: int = 0  # the text's tokens, more than len(tokens) when only its first ones were read
+
+    def truncation_note(self) -> str | None:
+        """A sentence saying that only the text's first tokens were read, or None when all were."""
+        if self.text_tokens <= len(self.tokens):
+            return None
+        return f"the text has {self.text_tokens} tokens; only the first {len(self.tokens)} were read and are shown"
 
     def moving_units(self, layer: int, count: int = 10) -> list[int]:
         """The units whose cell state changes most over the text (sum of |c_t - c_{t-1}|, from c_0 = 0)."""
@@ -51,6 +62,7 @@ class Inspection:
         chosen = range(len(self.layers)) if layer is None else [layer]
         return {
             "tokens": self.tokens,
+            "text_tokens": max(self.text_tokens, len(self.tokens)),
             "layers": [
                 {"layer": index, "moving_units": self.moving_units(index, top),
                  **{name: [[round(v, 5) for v in row] for row in self.layers[index][name].tolist()] for name in QUANTITIES}}
@@ -60,20 +72,24 @@ class Inspection:
 
 
 @torch.no_grad()
-def inspect_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Inspection:
-    """Read text (after a start-of-document token, as generation does) and record every layer's internals."""
+def inspect_text(model: LanguageModel, tokenizer: Tokenizer, text: str, max_tokens: int = MAX_TOKENS) -> Inspection:
+    """Read text (after a start-of-document token, as generation does), up to its first max_tokens
+    tokens, and record every layer's internals (see Inspection.truncation_note)."""
     if model.config.cell != "lstm":
         raise ConfigError(f"the gate inspector reads LSTMs; this model's cell is {model.config.cell}")
+    if max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1, not {max_tokens}")
     ids = tokenizer.encode(text)
     if not ids:
         raise ConfigError("there is no text to inspect; type a few words")
+    text_tokens, ids = len(ids), ids[:max_tokens]
     x = model.embedding(torch.tensor([tokenizer.eos_id, *ids], device=model.embedding.weight.device))  # (T + 1, E)
     layers = []
     for layer in range(model.config.num_layers):
         record = instrumented_lstm_layer(model.core, layer, x)
         layers.append({name: values[1:].cpu() for name, values in record.items()})  # the start token's row dropped
         x = record["hidden"]
-    return Inspection(tokenizer.token_texts(ids), layers)
+    return Inspection(tokenizer.token_texts(ids), layers, text_tokens)
 
 
 

@@ -34,10 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .memory import FLOAT_BYTES, TRAINING_COPIES, check_fits, recurrent_activations, recurrent_parameters
 from .model import open_forget_gates
 
 CELL_TYPES = ("rnn", "gru", "lstm")
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+PROBE_SIZE = 64  # sequences of the gradient measurement
+SEED_LIMIT = 2**32  # each run seeds torch with seed * 1000 + ..., which must stay below 2**64
 
 
 @dataclass
@@ -64,8 +67,23 @@ class LabConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.distractors or min(self.distractors) < 1:
             raise ConfigError("distractor counts must be at least 1")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ConfigError("lr and clip must be positive")
+        if not (0 < self.lr < math.inf and 0 < self.clip < math.inf):
+            raise ConfigError(f"lr and clip must be positive finite numbers, not {self.lr} and {self.clip}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed must be in [0, 2**32), not {self.seed}")
+
+    def needed_bytes(self) -> int:
+        """A lower bound on the memory of the largest step: one cell's gradient measurement over `length` steps,
+        training on the longest recall sequences, or scoring them; the widest cell decides."""
+        cell = max(self.cells, key=lambda name: CELL_TYPES.index(name))  # rnn < gru < lstm in gates
+        longest = 1 + max(self.distractors)
+        parameters = recurrent_parameters(cell, self.hidden_size, self.hidden_size, 1)
+        values = max(
+            recurrent_activations(cell, PROBE_SIZE, self.length, self.hidden_size, 1) * 2,  # forward and its gradient
+            recurrent_activations(cell, self.batch_size, longest, self.hidden_size, 1) * 2,
+            recurrent_activations(cell, self.test_size, longest, self.hidden_size, 1),
+        )
+        return FLOAT_BYTES * (TRAINING_COPIES * parameters + values)
 
 
 class RecallModel(nn.Module):
@@ -153,9 +171,11 @@ class LabResult:
 
 def run_lab(config: LabConfig, progress=None) -> LabResult:
     """Both experiments for every cell type; progress(message) is told of each training run."""
+    check_fits(config.needed_bytes(), f"the lab with hidden size {config.hidden_size}, length {config.length} and "
+               f"{max(config.distractors)} distractors", "use smaller --hidden-size, --length or --distractors")
     result = LabResult(config)
     probe = torch.Generator().manual_seed(config.seed + 7)
-    inputs, targets = recall_batch(64, config.length - 1, config.keys, config.distractor_symbols, probe)
+    inputs, targets = recall_batch(PROBE_SIZE, config.length - 1, config.keys, config.distractor_symbols, probe)
     for cell in config.cells:
         torch.manual_seed(config.seed)
         fresh = RecallModel(cell, config.keys + config.distractor_symbols, config.hidden_size, config.keys)

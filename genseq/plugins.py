@@ -127,4 +127,9 @@ def run_guarded(task_name: str, distribution: str, call, *args, **kwargs):
     except GenseqError:
         raise
     except Exception as error:
-        raise PluginError(f"task {task_name} ({distribution}) failed: {type(error).__name__}: {error}") from error
+        from .memory import first_line, is_out_of_memory
+
+        if is_out_of_memory(error):
+            raise PluginError(f"task {task_name} needs more memory than this machine has for this input and these "
+                              "options; try a shorter input, a smaller batch or smaller options") from error
+        raise PluginError(f"task {task_name} ({distribution}) failed: {type(error).__name__}: {first_line(error)}") from error

@@ -86,14 +86,19 @@ class Option:
         return converted
 
     def range_text(self) -> str:
-        low = "-inf" if self.minimum is None else f"{self.minimum:g}"
-        high = "inf" if self.maximum is None else f"{self.maximum:g}"
+        low = "-inf" if self.minimum is None else _number_text(self.minimum)
+        high = "inf" if self.maximum is None else _number_text(self.maximum)
         return f"{'(' if self.exclusive_minimum or self.minimum is None else '['}{low}, {high}{']' if self.maximum is not None else ')'}"
 
     def describe(self) -> dict:
         data = asdict(self)
         data["type"] = self.value_type.__name__
         return data
+
+
+def _number_text(bound: float) -> str:
+    """A bound as typed: integers in full (2**63 - 1 is not 9.22337e+18), other numbers short."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 class Task:
@@ -123,6 +128,11 @@ class Task:
     def predict_stream(self, model: Any, inputs: dict, options: dict) -> Iterator[dict]:
         """Partial outputs for one input, each a complete dict so far; by default just the final one."""
         yield self.predict(model, [inputs], options)[0]
+
+    @classmethod
+    def stream_refusal(cls, options: dict) -> str | None:
+        """Why predict_stream gives only the final output for these checked options, or None when it streams."""
+        return None
 
     # ---- optional: `genseq train NAME` and `genseq eval NAME` ----------------------
     # Either override these classmethods, or name a module in `commands` that defines

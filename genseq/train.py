@@ -20,18 +20,24 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import (
+    check_buildable,
+    check_regular_file,
     join_tensors,
     load_weights,
+    model_config_from,
     model_files,
     read_config,
     read_directory_path,
+    read_header,
     read_weights,
     save_pretrained,
     split_tensors,
@@ -70,10 +76,11 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or "bf16", "fp32" everywhere
+    precision: str = "auto"  # auto: the faster of bf16 autocast and fp32 where bf16 runs (training_precision)
     progress: bool = True
 
     def __post_init__(self):
+        require_finite(self)
         for name in ("batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -97,6 +104,22 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be fewer than max_steps ({self.max_steps})")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in on device, "bf16" or "fp32"; refuses a bf16 this machine cannot run.
+
+    auto takes bf16 only where it runs and was measured faster than fp32 (see
+    genseq.capabilities): on a CPU without native bf16 it is several times slower.
+    """
+    from . import capabilities
+
+    if precision == "auto":
+        return "bf16" if capabilities.bf16_training_is_faster(str(device)) else "fp32"
+    if precision == "bf16" and not capabilities.bf16_training(str(device)):
+        where = "this GPU does not support bf16" if device.type == "cuda" else "this CPU's PyTorch has no bf16 LSTM kernel"
+        raise ConfigError(f"precision bf16 cannot train here: {where}; use --precision fp32, or auto for the fastest that runs")
+    return precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,6 +161,7 @@ class Trainer:
         """train_data is a TokenStream, or StreamingBatches (already made for this process's rows)."""
         self.config, self.tokenizer, self.world = config, tokenizer, world or World()
         self.device = self.world.device(resolve_device(config.device))
+        self.precision = agreed_precision(self.world, training_precision(config.precision, self.device))
         self.model = model.to(self.device)
         self.network = self.model  # what the training step calls: the model, or DDP around it
         if self.world.distributed:
@@ -179,9 +203,7 @@ class Trainer:
     # ---- one step ---------------------------------------------------------------
     def autocast(self):
         """Mixed precision for forward passes: bf16 matrix products, fp32 weights and optimizer state."""
-        precision = self.config.precision
-        enabled = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
         """One TBPTT window: forward with the carried state, backward, clip, update."""
@@ -197,8 +219,8 @@ class Trainer:
         value = self.world.sum([loss.item()])[0] / self.world.size
         if not math.isfinite(value):
             raise TrainingError(
-                f"the loss became {value} at step {self.progress.step + 1}; training stopped and the last "
-                f"good checkpoint in {self.out_dir / 'last'} is kept (try a lower --lr or --clip-grad-norm)"
+                f"the loss became {value} at step {self.progress.step + 1}; training stopped and "
+                f"{kept_checkpoints(self.out_dir)} (try a lower --lr or --clip-grad-norm)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -322,6 +344,7 @@ class Trainer:
         improved = loss < progress.best_valid_loss
         if improved:
             progress.best_valid_loss, progress.validations_without_improvement = loss, 0
+            check_finite_training(self.model, self.optimizer, self.out_dir, progress.step)
             if main:
                 save_pretrained(self.out_dir, self.model, self.tokenizer, training_config=asdict(self.config),
                                 training={"step": progress.step, "valid_loss": loss})
@@ -352,6 +375,7 @@ class Trainer:
     def save_last(self) -> None:
         """Write the resumable checkpoint last/ as one atomic directory swap (rank 0 writes the whole batch's state)."""
         world = self.world
+        check_finite_training(self.model, self.optimizer, self.out_dir, self.progress.step)
         hidden = None if self.hidden is None else tuple(world.gather_rows(h.detach(), 1) for h in self.hidden)
         rng = process_rng(world)
         stream = None
@@ -372,31 +396,46 @@ class Trainer:
     def resume(self, run_dir: str | Path) -> None:
         """Load last/ of run_dir: weights, optimizer, progress, RNG and hidden state."""
         last, saved, state = read_last(run_dir)
+        progress = progress_from(Progress, saved.get("progress"), last / STATE_JSON)
+        stream = saved.get("stream")
+        if stream is not None and not isinstance(stream, list):
+            raise unresumable(last, f"{STATE_JSON}: its stream positions are not a list")
         config = read_config(last)
         if config["model_config"] != self.model.config.to_dict():
             raise ConfigError(f"{last} was trained with a different model configuration; drop the model options or --resume")
         load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        load_optimizer_state(self.optimizer, state["optimizer"])
-        self.progress = Progress(**saved["progress"])
-        self.progress.finished = False
+        load_optimizer_state(self.optimizer, state["optimizer"], last)
+        self.progress, progress.finished = progress, False
         rows = self.world.rows(self.config.batch_size)
-        if state["hidden"] is not None:
-            if state["hidden"][0].size(1) != self.config.batch_size:
-                raise ConfigError(f"{last} was trained with --batch-size {state['hidden'][0].size(1)}; resume it with the same")
-            self.hidden = tuple(h[:, rows.start : rows.stop].to(self.device, torch.float32) for h in state["hidden"])
+        hidden = self._saved_hidden(state.get("hidden"), last)
+        if hidden is not None:
+            self.hidden = tuple(h[:, rows.start : rows.stop].to(self.device, torch.float32) for h in hidden)
         restore_process_rng(state, self.world, self.config.seed, self.progress.step)
-        if state["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if saved.get("stream") and not isinstance(self.train_batches, StreamingBatches):
+        restore_cuda_rng(state, self.device, last)
+        if stream and not isinstance(self.train_batches, StreamingBatches):
             raise ConfigError(f"{last} is a streaming run; resume it with --streaming")
         if isinstance(self.train_batches, StreamingBatches):
-            stream = saved.get("stream")
             if not stream or len(stream) != self.world.size:
                 raise ConfigError(f"{last} streamed its corpus with {len(stream or [])} process(es); "
                                   "resume a streaming run with as many")
-            self.train_batches.restore(stream[self.world.rank])
+            self.train_batches.restore(checked_stream_position(stream[self.world.rank], last / STATE_JSON))
         if self.world.is_main:
             truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
+
+    def _saved_hidden(self, hidden, last: Path) -> State | None:
+        """The whole batch's carried state from last/, checked against this model and --batch-size."""
+        if hidden is None:
+            return None
+        expected = [tuple(h.shape) for h in self.model.initial_state(self.config.batch_size)]
+        if not isinstance(hidden, (list, tuple)) or len(hidden) != len(expected) or not all(
+                isinstance(h, torch.Tensor) and h.dim() == 3 for h in hidden):
+            raise unresumable(last, f"{STATE_JSON}: the hidden state is not {len(expected)} tensor(s) of 3 dimensions")
+        if hidden[0].size(1) != self.config.batch_size:
+            raise ConfigError(f"{last} was trained with --batch-size {hidden[0].size(1)}; resume it with the same")
+        shapes = [tuple(h.shape) for h in hidden]
+        if shapes != expected:
+            raise unresumable(last, f"{STATE_TENSORS}: the hidden state has shapes {shapes}, the model's are {expected}")
+        return tuple(hidden)
 
     def _log(self, record: dict) -> None:
         if not self.world.is_main:
@@ -465,6 +504,52 @@ class deferred_interrupt:
         return False
 
 
+def agreed_precision(world: World, precision: str) -> str:
+    """bf16 only if every process chose it: auto's timings may differ between processes."""
+    return "bf16" if world.sum([float(precision == "bf16")])[0] == world.size else "fp32"
+
+
+def require_finite(config) -> None:
+    """Refuse a training config whose numbers include NaN or infinity (a comparison with NaN is
+    always false, so the range checks after this would let it through)."""
+    for field in fields(config):
+        value = getattr(config, field.name)
+        if type(value) is float and not math.isfinite(value):
+            raise ConfigError(f"{field.name} must be a finite number, not {value}")
+
+
+def kept_checkpoints(out_dir: str | Path) -> str:
+    """What a run directory holds to go back to, in words, for an error that stops training."""
+    out_dir = Path(out_dir)
+    kept = []
+    if (read_directory_path(out_dir / "last") / STATE_JSON).exists():
+        kept.append(f"the last good checkpoint {out_dir / 'last'} (continue it with --resume)")
+    if (out_dir / WEIGHTS_FILE).exists():
+        kept.append(f"the best model so far in {out_dir}")
+    if not kept:
+        return "no checkpoint had been saved yet"
+    return " and ".join(kept) + (" are kept" if len(kept) == 2 else " is kept")
+
+
+def check_finite_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out_dir: str | Path,
+                          step: int) -> None:
+    """Before a save: refuse weights or optimizer state holding NaN or infinity, which would
+    replace a good checkpoint with one that cannot generate or be resumed."""
+    broken = next((f"weights ({name})" for name, tensor in model.state_dict().items() if not _finite(tensor)), None)
+    if broken is None:
+        moments = (value for state in optimizer.state.values() for value in state.values() if isinstance(value, torch.Tensor))
+        broken = next(("optimizer state" for value in moments if not _finite(value)), None)
+    if broken is not None:
+        raise TrainingError(
+            f"the {broken} became NaN or infinite at step {step}, so they were not saved; training stopped and "
+            f"{kept_checkpoints(out_dir)} (try a lower --lr or --clip-grad-norm)"
+        )
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+
+
 def agree(trainer, checkpoint_due: bool) -> bool:
     """Make the processes of a distributed run agree on what steers a training loop: rank 0's
     clock (trainer.progress.elapsed) and checkpoint timer, and a stop asked of any of them.
@@ -486,14 +571,26 @@ def process_rng(world: World) -> torch.Tensor:
 
 def restore_process_rng(state: dict, world: World, seed: int, step: int) -> None:
     """Each process takes back its own random state from a checkpoint's state["process_rng"] (or the
-    single state["rng"] of a one-process run); with a different number of processes, fresh seeded streams."""
+    single state["rng"] of a one-process run); with a different number of processes, fresh seeded streams.
+    read_last has checked that the states are ones a generator takes."""
     saved = state.get("process_rng")
     if saved is not None and len(saved) == world.size:
-        torch.set_rng_state(saved[world.rank].contiguous())
+        torch.set_rng_state(saved[world.rank].clone())  # a copy: a row's view at an offset crashes set_state
     elif world.size == 1:
         torch.set_rng_state(state["rng"])
     else:
         torch.manual_seed(seed + world.rank + 1000 * step)
+
+
+def restore_cuda_rng(state: dict, device: torch.device, last: Path) -> None:
+    """Take back the GPUs' random states of a one-process CUDA run (state["cuda_rng"]), if it has them."""
+    saved = state.get("cuda_rng")
+    if saved is None or device.type != "cuda":
+        return
+    try:
+        torch.cuda.set_rng_state_all(saved)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise unresumable(last, f"{STATE_TENSORS}: its CUDA random state is not one the GPUs take ({_first_line(error)})")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -504,13 +601,44 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write(path, "".join(line + "\n" for line in kept).encode())
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, last: Path) -> None:
     """Take the saved moments and step counts, keeping this run's hyperparameters (lr, weight decay...):
-    the options of a resumed run are its saved ones, and those given again win."""
+    the options of a resumed run are its saved ones, and those given again win. The saved state is
+    checked against the parameters first: a moment of the wrong shape would fail only at the first step."""
+    problem = _optimizer_problem(optimizer, saved)
+    if problem:
+        raise unresumable(last, problem)
     configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise unresumable(last, f"{STATE_TENSORS}: the optimizer state does not load ({_first_line(error)})") from None
     for group, settings in zip(optimizer.param_groups, configured):
         group.update(settings)
+
+
+def _optimizer_problem(optimizer: torch.optim.Optimizer, saved: Any) -> str | None:
+    """What makes saved not the state dict of optimizer's parameters (an Adam-family one), or None."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict) and isinstance(saved.get("param_groups"), list)):
+        return f"{STATE_JSON}: the optimizer state is not a state dict"
+    groups, ours = saved["param_groups"], optimizer.param_groups
+    if len(groups) != len(ours) or not all(
+            isinstance(group, dict) and isinstance(group.get("params"), list) and len(group["params"]) == len(mine["params"])
+            and all(type(key) is int for key in group["params"]) for group, mine in zip(groups, ours)):
+        return f"{STATE_JSON}: the optimizer's parameter groups are not the model's"
+    parameters = {key: parameter for group, mine in zip(groups, ours) for key, parameter in zip(group["params"], mine["params"])}
+    for key, values in saved["state"].items():
+        if type(key) is not int or key not in parameters or not isinstance(values, dict):
+            return f"{STATE_JSON}: the optimizer holds state for {key!r}, which is not one of the model's parameters"
+        shape = tuple(parameters[key].shape)
+        for name, value in values.items():
+            if name == "step":
+                if not (isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point() and value >= 0):
+                    return f"{STATE_TENSORS}: the optimizer's step count of parameter {key} is not a non-negative number"
+            elif not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else repr(value)[:40]
+                return f"{STATE_TENSORS}: the optimizer's {name} of parameter {key} has shape {found}, the parameter {shape}"
+    return None
 
 
 def write_last(out_dir: str | Path, files: dict[str, bytes], record: dict, state: dict) -> None:
@@ -524,17 +652,135 @@ def write_last(out_dir: str | Path, files: dict[str, bytes], record: dict, state
     write_directory(Path(out_dir) / "last", files)
 
 
-def read_last(out_dir: str | Path) -> tuple[Path, dict, dict]:
-    """(out_dir/last, its record, its state) as write_last wrote them; CheckpointError when they cannot be read."""
-    from safetensors.torch import load as load_safetensors
+# ---- reading last/ back, every part checked before it is used ----------------------------------------
+MAX_STATE_JSON_BYTES = 256 << 20  # counters, optimizer settings and a stream's buffered tokens
+CANNOT_RESUME = "it cannot be resumed: start a new run with another --out"
 
+
+def read_last(out_dir: str | Path) -> tuple[Path, dict, dict]:
+    """(out_dir/last, its record, its state) as write_last wrote them; one CheckpointError naming the file
+    when either file is missing, damaged or not what write_last writes.
+
+    The state has an "optimizer" (checked against the parameters by load_optimizer_state) and an
+    "rng" (with "process_rng", if present), each a state a random generator takes.
+    """
     last = read_directory_path(Path(out_dir) / "last")
+    record = _read_record(last)
     try:
-        record = json.loads((last / STATE_JSON).read_text())
-        state = join_tensors(record.pop("state"), load_safetensors((last / STATE_TENSORS).read_bytes()))
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{last} has no readable training state ({error}); it cannot be resumed") from None
+        read_header(last / STATE_TENSORS)  # sizes checked against the file before anything is read
+        tensors = read_weights(last / STATE_TENSORS)  # ... and the tensors checked to be finite
+    except CheckpointError as error:
+        raise CheckpointError(f"{last} has no readable training state ({error}); {CANNOT_RESUME}") from None
+    try:
+        state = join_tensors(record.pop("state"), tensors)
+    except (KeyError, TypeError, ValueError) as error:
+        raise unresumable(last, f"{STATE_JSON} refers to tensors {STATE_TENSORS} does not hold ({_first_line(error)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("optimizer"), dict) or "rng" not in state:
+        raise unresumable(last, f"{STATE_JSON}: its \"state\" does not hold the optimizer's and the random state")
+    _check_random_states(state, last)
     return last, record, state
+
+
+def _read_record(last: Path) -> dict:
+    """training_state.json as a JSON object holding a "state"."""
+    path = last / STATE_JSON
+    if not last.is_dir():
+        raise CheckpointError(f"{last} does not exist, so there is no training to resume; start one without --resume")
+    try:
+        check_regular_file(path, MAX_STATE_JSON_BYTES)
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except CheckpointError as error:
+        raise CheckpointError(f"{last} has no readable training state ({error}); {CANNOT_RESUME}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise unresumable(last, f"{STATE_JSON} is not valid JSON ({_first_line(error)})") from None
+    if not isinstance(record, dict) or "state" not in record:
+        raise unresumable(last, f"{STATE_JSON} is not an object with a \"state\"")
+    return record
+
+
+def _check_random_states(state: dict, last: Path) -> None:
+    """Refuse random states a generator would not take, tried on a throwaway generator so that
+    nothing global changes before the whole of last/ has been checked."""
+    rows = [state["rng"]]
+    if state.get("process_rng") is not None:
+        rows.extend(state["process_rng"] if isinstance(state["process_rng"], torch.Tensor) else [None])
+    for row in rows:
+        try:
+            torch.Generator().set_state(row.clone())  # a copy: a row's view at an offset crashes set_state
+        except (AttributeError, RuntimeError, TypeError, ValueError) as error:
+            raise unresumable(last, f"{STATE_TENSORS}: its random state is not one a generator takes "
+                                    f"({_first_line(error)})") from None
+    cuda = state.get("cuda_rng")
+    if cuda is not None and not (isinstance(cuda, (list, tuple)) and all(
+            isinstance(row, torch.Tensor) and row.dtype == torch.uint8 and row.dim() == 1 for row in cuda)):
+        raise unresumable(last, f"{STATE_TENSORS}: its CUDA random state is not a list of byte tensors")
+
+
+def unresumable(last: Path, detail: str) -> CheckpointError:
+    """The one sentence for a last/ whose files were read but hold something training cannot continue from."""
+    return CheckpointError(f"{last} has a damaged training state ({detail}); {CANNOT_RESUME}")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def progress_from(progress_class: type, values: Any, path: Path):
+    """progress_class(**values) for a dataclass of counters, each field of its declared type; a
+    counter that starts non-negative must still be (see checked_fields)."""
+    hints = typing.get_type_hints(progress_class)
+    defaults = {field.name: field.default for field in fields(progress_class)}
+    return progress_class(**checked_fields(values, hints, path, "progress", defaults=defaults))
+
+
+def checked_fields(values: Any, types: dict[str, Any], path: Path, name: str, defaults: dict | None = None) -> dict:
+    """values, an object with only the fields in types, each of its type (int, float, bool, dict or a
+    tuple of them); all fields are needed unless defaults gives theirs. A number whose default is not
+    negative (every count, seconds, losses) must not be negative. CheckpointError naming path otherwise."""
+    defaults = defaults or {}
+    last = Path(path).parent
+    if not isinstance(values, dict):
+        raise unresumable(last, f"{Path(path).name}: {name} is {json.dumps(values)[:40]}, not an object")
+    unknown, missing = sorted(set(values) - set(types)), sorted(set(types) - set(values) - set(defaults))
+    if unknown:
+        raise unresumable(last, f"{Path(path).name}: {name} has unknown fields ({', '.join(unknown)})")
+    if missing:
+        raise unresumable(last, f"{Path(path).name}: {name} lacks {', '.join(missing)}")
+    for field, value in values.items():
+        expected = _expected(types[field], value)
+        if expected is None and type(value) in (int, float) and value < 0 and not defaults.get(field, 0) < 0:
+            expected = "non-negative"
+        if expected:
+            raise unresumable(last, f"{Path(path).name}: {name}.{field} must be {expected}, not {json.dumps(value)[:40]}")
+    return values
+
+
+def _expected(hint: Any, value: Any) -> str | None:
+    """What value should be when it is not of type hint, else None (floats may be infinite, never NaN)."""
+    if hint is bool:
+        return None if type(value) is bool else "true or false"
+    if hint is int:
+        return None if type(value) is int else "an integer"
+    if hint is float:
+        return None if type(value) in (int, float) and not math.isnan(value) else "a number"
+    if hint is dict:
+        return None if isinstance(value, dict) else "an object"
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        fits = isinstance(value, (list, tuple)) and len(value) == len(items) and all(
+            _expected(item, v) is None for item, v in zip(items, value))
+        return None if fits else f"a list of {len(items)} numbers"
+    raise TypeError(f"cannot check a training counter of type {hint}")
+
+
+def checked_stream_position(position: Any, path: Path) -> dict:
+    """A process's saved position in a streamed corpus (StreamingBatches.state()): the pieces taken and the rows' buffers."""
+    ok = (isinstance(position, dict) and type(position.get("taken")) is int and position["taken"] >= 0
+          and isinstance(position.get("buffers"), list)
+          and all(isinstance(row, list) and all(type(i) is int and i >= 0 for i in row) for row in position["buffers"]))
+    if not ok:
+        raise unresumable(Path(path).parent, f"{Path(path).name}: its stream position is not one a stream takes")
+    return position
 
 
 def train_language_model(
@@ -566,12 +812,15 @@ def train_language_model(
     if streaming and not valid:
         raise ConfigError("--streaming needs --valid: a stream has no last 5% to hold out")
     world = current_world(resolve_device(train_config.device))
+    training_precision(train_config.precision, world.device(resolve_device(train_config.device)))  # before any work
     main = world.is_main
     if resume:
         last = read_directory_path(out_dir / "last")
-        saved = read_config(last)
         tokenizer = Tokenizer.load(last / "tokenizer.model")
-        model_config = ModelConfig(**saved["model_config"])
+        header = read_header(last / WEIGHTS_FILE)
+        saved = read_config(last).get("model_config")
+        model_config = model_config_from(ModelConfig, saved, last / "config.json", header)
+        check_buildable(lambda: LanguageModel(model_config), header, last / WEIGHTS_FILE)
     else:
         if main and ((out_dir / "last").exists() or (out_dir / "config.json").exists()):
             raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 from genseq import ModelConfig, Tokenizer
 from genseq.data import iter_texts, open_source
@@ -21,6 +22,25 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Tiny models gain nothing from a second thread, and OpenMP threads spinning against
 # another busy process can make a millisecond op take a hundred times longer.
 torch.set_num_threads(1)
+
+# Budgets of the fuzz suite (tests/test_fuzz.py). "ci", the default, tries the same few examples on every run and
+# reports a failing one as found (shrinking an example that takes a second would take minutes); "long" tries
+# thousands and shrinks, by hand: pytest -m fuzz --hypothesis-profile long. Neither keeps a database in the tree.
+settings.register_profile("ci", max_examples=10, derandomize=True, deadline=None, database=None, print_blob=True,
+                          phases=[Phase.explicit, Phase.generate])
+settings.register_profile("long", max_examples=250, deadline=None, database=None, print_blob=True)
+if settings.get_current_profile_name() == "default":  # --hypothesis-profile, when given, has already chosen
+    settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _auto_trains_in_fp32(request, monkeypatch):
+    """Training's precision "auto" means fp32 in tests, so that figures compared across runs and processes do
+    not depend on whether this CPU has fast bf16; tests/test_precision.py exercises auto on both answers."""
+    if request.module.__name__.rsplit(".", 1)[-1] != "test_precision":
+        from genseq import capabilities
+
+        monkeypatch.setattr(capabilities, "bf16_training_is_faster", lambda device: False)
 
 
 @pytest.fixture(autouse=True, scope="session")

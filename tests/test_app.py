@@ -9,6 +9,7 @@ loads, and one that fails to import.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import threading
@@ -160,14 +161,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def served_models(tmp_path_factory, trained_run) -> Path:
+    """The server's models directory, holding a copy of the tiny run as "tiny" (made once per session)."""
+    root = tmp_path_factory.getbasetemp() / "served_models"
+    if not root.exists():
+        shutil.copytree(trained_run, root / "tiny")
+    return root
+
+
 @pytest.fixture(scope="module")
-def server(plugins, trained_run, tiny_captioner, outbound):
+def models_dir(tmp_path_factory, trained_run) -> Path:
+    return served_models(tmp_path_factory, trained_run)
+
+
+@pytest.fixture(scope="module")
+def server(plugins, trained_run, tiny_captioner, outbound, tmp_path_factory):
     """The app's URL on a loopback port, with tiny checkpoints as the models of its tabs; outbound records from here on."""
     app_module = load_app_module()
     models = {"completion": trained_run, "perplexity": trained_run}
     if tiny_captioner:
         models["captioning"] = tiny_captioner
-    app = app_module.build_app(models, pool=app_part("pool").TaskPool())
+    app = app_module.build_app(models, pool=app_part("pool").TaskPool(),
+                               models_dir=served_models(tmp_path_factory, trained_run))
     _, url, _ = app_module.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
@@ -248,13 +263,91 @@ def test_a_task_error_reaches_the_client_as_the_tasks_message(client):
         client.predict(prompt="x", temperature=-1, api_name="/completion")
     with pytest.raises(AppError, match="option seed must be int, not 'abc'"):
         client.predict(prompt="x", seed="abc", api_name="/completion")
-    with pytest.raises(AppError, match="is not a directory on the server"):
+    with pytest.raises(AppError, match="model /nonexistent/checkpoint is not one of this server's models"):
         client.predict(prompt="x", model="/nonexistent/checkpoint", api_name="/completion")
 
 
 def test_another_checkpoint_can_be_picked_by_directory(client, trained_run):
     text, _ = client.predict(prompt="x", max_new_tokens=3, model=str(trained_run), api_name="/completion")
     assert isinstance(text, str)
+
+
+def refusal(client, **request) -> str:
+    with pytest.raises(AppError) as refused:
+        client.predict(**request)
+    return str(refused.value)
+
+
+def test_the_model_box_says_the_same_of_every_directory_outside_the_servers_models(client, tmp_path, models_dir):
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "config.json").write_text("{}")
+    outside = [tmp_path / "exists", tmp_path / "missing", tmp_path / "checkpoint", ROOT / "genseq" / "models" / "lm",
+               models_dir / ".." / models_dir.name / ".." / "elsewhere", Path("/etc")]
+    answers = {refusal(client, prompt="x", model=str(path), api_name="/completion").replace(str(path), "DIR")
+               for path in outside}
+    assert len(answers) == 1 and "model DIR is not one of this server's models" in answers.pop()
+
+
+def test_a_checkpoint_in_the_models_directory_loads_and_is_listed(client, models_dir):
+    text, _ = client.predict(prompt="Thy", max_new_tokens=3, model=str(models_dir / "tiny"), api_name="/completion")
+    assert isinstance(text, str)
+    assert app_part("access").ServerAccess(models_dir=models_dir).checkpoint_dirs() == [str(models_dir / "tiny")]
+    assert "is not a checkpoint directory; choose one listed" in refusal(client, prompt="x", api_name="/completion",
+                                                                         model=str(models_dir / "absent"))
+
+
+def test_a_text_over_the_servers_limit_is_refused_with_a_message(client):
+    limit = app_part("access").DEFAULT_MAX_PROMPT_CHARS
+    too_long = "Shall I compare thee " * (limit // 21 + 1)
+    expected = f"has {len(too_long):,} characters; this server takes at most {limit:,}: shorten it"
+    assert f"the prompt {expected}" in refusal(client, prompt=too_long, api_name="/completion")
+    assert f"the prompt {expected}" in refusal(client, prompt=too_long, suggest=3, api_name="/completion_suggest")
+    assert f"the text {expected}" in refusal(client, text=too_long, api_name="/perplexity")
+    assert f"option stop {expected}" in refusal(client, prompt="x", stop=too_long, api_name="/completion")
+    halves = [too_long[: limit // 2], too_long[limit // 2 :]]  # an API client may send a list
+    assert f"option stop {expected}" in refusal(client, prompt="x", stop=halves, api_name="/completion")
+    text, _ = client.predict(prompt=too_long[:limit], max_new_tokens=3, seed=1, api_name="/completion")
+    assert isinstance(text, str)
+
+
+def test_a_long_prompt_completes_and_gets_suggestions_under_a_raised_limit(plugins, trained_run):
+    completion = next(info for info in discover() if info.name == "completion")
+    task_class, handlers = completion.task_class, app_part("handlers")
+    access = app_part("access").ServerAccess([str(trained_run)], max_prompt_chars=200_000)
+    option = {option.name: option for option in task_class.options}
+    prompt = "From fairest creatures we desire increase,\n" * 2_500  # 107,500 characters: 5 times the default limit
+    outputs = {item.name: item for item in task_class.outputs}
+    pool = app_part("pool").TaskPool()
+    generate = handlers.TaskCall(completion, pool, list(task_class.inputs), [option["max_new_tokens"]],
+                                 [outputs["text"]], access)
+    suggest = handlers.TaskCall(completion, pool, list(task_class.inputs), [option["suggest"]], [outputs["suggestions"]],
+                                access)
+    assert isinstance(list(handlers.make_handler(generate)(prompt, 4, str(trained_run)))[-1], str)
+    assert len(list(handlers.make_handler(suggest)(prompt, 3, str(trained_run)))[-1]) == 3
+
+
+def test_an_unforeseen_failure_reaches_the_client_as_one_sentence(client, monkeypatch):
+    import genseq.gates
+    import genseq.generation
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 21474836480 bytes.\n" + "allocator dump\n" * 50)
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("division by zero\n  in some deep frame")
+
+    monkeypatch.setattr(genseq.generation, "stream", out_of_memory)
+    message = refusal(client, prompt="x", api_name="/completion")
+    assert "task completion ran out of memory on this request; try a shorter input" in message
+    assert "allocator dump" not in message and "Traceback" not in message
+    monkeypatch.setattr(genseq.generation, "stream", bug)
+    assert "task completion failed on this request (ZeroDivisionError: division by zero); the server's log" \
+        in refusal(client, prompt="x", api_name="/completion")
+    monkeypatch.setattr(genseq.gates, "inspect_text", bug)
+    assert "the Inspect tab failed on this request (ZeroDivisionError: division by zero)" \
+        in refusal(client, text="x", layer=0, api_name="/inspect")
 
 
 # ---- images -------------------------------------------------------------------------------
@@ -368,6 +461,36 @@ def test_serve_explains_a_bad_flag_a_taken_port_and_a_missing_app(monkeypatch, t
     monkeypatch.setattr("genseq.cli.serve.APPS_DIR", tmp_path / "apps")
     assert main(["serve"]) == 2
     assert "the web app is not installed" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_models_dir_and_a_limit_below_one_and_passes_both_on(monkeypatch, tmp_path, capsys):
+    assert main(["serve", "--models-dir", str(tmp_path / "missing")]) == 2
+    assert f"--models-dir {tmp_path / 'missing'} is not a directory" in capsys.readouterr().err
+    assert main(["serve", "--models-dir", "x" * 5000]) == 2 and "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage_error:
+        main(["serve", "--max-prompt-chars", "0"])
+    assert usage_error.value.code == 2
+    built = {}
+
+    class App:
+        @staticmethod
+        def build_app(overrides, **settings):
+            built.update(settings)
+
+        @staticmethod
+        def launch(app, **where):
+            pass
+
+    monkeypatch.setattr("genseq.cli.serve.load_app_module", lambda: App)
+    assert main(["serve", "--models-dir", str(tmp_path), "--max-prompt-chars", "500"]) == 0
+    assert built == {"concurrency": 2, "models_dir": str(tmp_path), "max_prompt_chars": 500}
+    built.clear()
+    assert main(["serve"]) == 0 and built == {"concurrency": 2}  # the app's own defaults apply
+
+
+def test_the_app_builder_refuses_a_prompt_limit_below_one(plugins):
+    with pytest.raises(ConfigError, match="max_prompt_chars must be a whole number of characters >= 1, not 0"):
+        load_app_module().build_app(max_prompt_chars=0)
 
 
 def test_picking_a_suggestion_completes_the_last_word_or_follows_it():

@@ -206,3 +206,22 @@ def test_attention_of_generated_captions(tokenizer):
 def test_a_checkpoint_of_another_kind_is_refused(tmp_path, trained_run):
     with pytest.raises(CheckpointError, match="'lm' checkpoint, not 'captioner'"):
         load_captioner(trained_run)
+
+
+@pytest.mark.parametrize("size, message", [(16, "at least 32 pixels, not 16"), (1025, "at most 1024 pixels, not 1025")])
+def test_the_image_size_has_a_sane_range(size, message):
+    with pytest.raises(ConfigError, match=f"image_size must be {message}"):
+        EncoderConfig(image_size=size)
+    assert EncoderConfig(image_size=32).image_size == 32 and EncoderConfig(image_size=1024).image_size == 1024
+
+
+def test_a_checkpoint_asking_for_a_million_pixel_image_is_refused_before_loading(tmp_path, tokenizer):
+    import json
+
+    Captioner.create(EncoderConfig(image_size=64), tokenizer, **TINY).save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    config["model_config"]["encoder"]["image_size"] = 1_000_000
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json: image_size must be at most 1024 pixels, not 1000000"):
+        load_captioner(tmp_path / "model")

@@ -10,7 +10,10 @@ from genseq.cli import main
 
 
 def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse's usage errors, as the console script would exit
+        code = exit.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -83,7 +86,8 @@ def test_unwritable_output_directory(capsys, tmp_path, train_file):
 @pytest.mark.parametrize("extra,message", [
     (["--tie-weights", "--hidden-size", "24"], "tied weights need"),
     (["--max-steps", "5", "--warmup-steps", "50"], "warmup_steps (50) must be fewer than max_steps (5)"),
-    (["--dropout", "1.5"], "embedding_dropout must be in [0, 1)"),
+    (["--dropout", "1.5"], "--dropout: must be at least 0 and below 1, not 1.5"),
+    (["--embedding-dropout", "0.5", "--layer-dropout", "0.2", "--output-dropout", "1"], "--output-dropout: must be"),
 ])
 def test_inconsistent_options(capsys, tmp_path, train_file, extra, message):
     code, _, err = run_cli(capsys, *tiny_train_args(train_file, tmp_path / "out"), *extra)

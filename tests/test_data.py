@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,100 @@ def test_contiguous_batches_continue_each_row_across_windows():
 def test_corpus_smaller_than_one_batch_is_rejected():
     with pytest.raises(DataError, match="too few for a batch of 32 rows"):
         ContiguousBatches(TokenStream(torch.arange(10).numpy(), 0, 0), batch_size=32, bptt=8)
+
+
+# ---- lines longer than a chunk ------------------------------------------------------------
+def long_line(unit: str, size: int, prefix: str = "") -> str:
+    """One line of about size bytes of unit repeated, with no newline in it."""
+    return prefix + unit * (size // len(unit.encode("utf-8")))
+
+
+@pytest.mark.parametrize("text", [
+    long_line("日本語の文章", 3 << 20),  # 3-byte characters: 1 MiB is not a multiple of 3
+    long_line("🙂🎉", 3 << 20, prefix="x"),  # 4-byte characters shifted by one byte
+    "a" * ((1 << 20) - 1) + "€ and on\n" + long_line("é", 1 << 20),  # a 3-byte character across the 1 MiB mark
+])
+def test_a_valid_line_longer_than_a_chunk_is_read_whole_without_splitting_characters(tmp_path, text):
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    chunks = list(iter_texts(open_source(str(tmp_path / "long.txt"))))
+    assert len(chunks) > 1 and "".join(chunks) == text
+
+
+def test_invalid_utf8_inside_a_long_line_is_still_reported_at_its_offset(tmp_path, tokenizer):
+    data = "日本".encode() * 400_000 + b"\xff" + "語".encode() * 10
+    (tmp_path / "bad.txt").write_bytes(data)
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 0xff at offset 2400000\)"):
+        tokenize(open_source(str(tmp_path / "bad.txt")), tokenizer)
+
+
+# ---- the token cache ----------------------------------------------------------------------------
+def cache_entry(tmp_path, tokenizer, text="the summer's rose"):
+    """A tokenized file and its cache entry's data and metadata paths."""
+    from genseq.data import cache_dir
+
+    (tmp_path / "a.txt").write_text(text)
+    stream = tokenize(open_source(str(tmp_path / "a.txt")), tokenizer)
+    folder = cache_dir() / "tokens"
+    meta = next(p for p in folder.glob("*.json") if json.loads(p.read_text())["source"] == str(tmp_path / "a.txt"))
+    return stream.tokens.tolist(), meta.with_suffix(".bin"), meta
+
+
+def rebuilds(tmp_path, tokenizer, monkeypatch) -> list:
+    import genseq.data
+
+    calls, original = [], genseq.data._write_token_cache
+    monkeypatch.setattr(genseq.data, "_write_token_cache", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data, meta: data.write_bytes(data.read_bytes()[:-2]),  # truncated tokens
+    lambda data, meta: meta.write_text("{garbage"),
+    lambda data, meta: meta.write_text(""),
+    lambda data, meta: meta.write_text("[1, 2]"),
+    lambda data, meta: meta.write_text(meta.read_text().replace('"tokens": ', '"tokens": 1')),  # size mismatch
+    lambda data, meta: meta.write_text(meta.read_text().replace('"uint16"', '"object"')),
+    lambda data, meta: data.unlink(),
+])
+def test_a_damaged_token_cache_entry_is_rebuilt(tmp_path, tokenizer, monkeypatch, damage):
+    tokens, data, meta = cache_entry(tmp_path, tokenizer)
+    damage(data, meta)
+    calls = rebuilds(tmp_path, tokenizer, monkeypatch)
+    again = tokenize(open_source(str(tmp_path / "a.txt")), tokenizer)
+    assert calls == [1] and again.tokens.tolist() == tokens
+
+
+def test_token_cache_writes_go_through_temporary_names_metadata_last(tmp_path, tokenizer, monkeypatch):
+    import genseq.data
+
+    renames, original = [], os.replace
+    monkeypatch.setattr(genseq.data.os, "replace", lambda src, dst: renames.append((Path(src).name, Path(dst).suffix))
+                        or original(src, dst))
+    cache_entry(tmp_path, tokenizer)
+    assert [suffix for _, suffix in renames] == [".bin", ".json"]
+    assert all(source.startswith(".") and ".tmp" in source for source, _ in renames)
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_a_full_disk_while_caching_tokens_is_one_sentence_and_leaves_no_entry(tmp_path, tokenizer, monkeypatch, failing):
+    import errno
+
+    import genseq.data
+    from genseq.data import cache_dir
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "write":
+        monkeypatch.setattr(genseq.data, "_write_tokens", disk_full)
+    else:
+        monkeypatch.setattr(genseq.data.os, "fsync", disk_full)
+    (tmp_path / "a.txt").write_text("a text never cached before, unlike any other")
+    folder = cache_dir() / "tokens"
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    with pytest.raises(DataError, match=r"cannot write the token cache in .*: No space left on device; free some space"):
+        tokenize(open_source(str(tmp_path / "a.txt")), tokenizer)
+    assert set(folder.iterdir()) == before
+    monkeypatch.undo()
+    assert len(tokenize(open_source(str(tmp_path / "a.txt")), tokenizer)) > 2

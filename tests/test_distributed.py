@@ -22,7 +22,7 @@ from genseq.errors import ConfigError, DataError
 
 MODEL = ["--vocab-size", "400", "--embedding-size", "16", "--hidden-size", "24", "--layers", "2", "--dropout", "0"]
 SCHEDULE = ["--batch-size", "4", "--bptt", "16", "--warmup-steps", "0", "--schedule", "constant", "--eval-every", "3",
-            "--seed", "3", "--no-progress"]
+            "--seed", "3", "--no-progress", "--precision", "fp32"]  # auto may pick bf16 on some machines
 
 
 def train(out, *extra, processes=1, data=None, model=True):

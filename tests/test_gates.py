@@ -89,3 +89,31 @@ def test_a_gru_model_is_refused_in_one_sentence(tmp_path, tokenizer, capsys):
                                                                 hidden_size=16, cell="gru")), tokenizer)
     assert main(["inspect", "--model", str(tmp_path / "gru"), "--prompt", "x"]) == 2
     assert "the gate inspector reads LSTMs; this model's cell is gru" in capsys.readouterr().err
+
+
+def test_a_long_text_is_read_up_to_max_tokens_and_the_inspection_says_so(tokenizer):
+    from genseq.gates import MAX_TOKENS
+
+    torch.manual_seed(3)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=16, hidden_size=24)).eval()
+    text = "Shall I compare thee to a summer's day? " * 40
+    total = len(tokenizer.encode(text))
+    whole = inspect_text(model, tokenizer, text, max_tokens=total)
+    cut = inspect_text(model, tokenizer, text, max_tokens=12)
+    assert len(cut.tokens) == 12 and cut.tokens == whole.tokens[:12] and cut.text_tokens == total
+    assert torch.equal(cut.layers[1]["cell"], whole.layers[1]["cell"][:12])  # an LSTM's past does not depend on its future
+    assert cut.truncation_note() == f"the text has {total} tokens; only the first 12 were read and are shown"
+    assert whole.truncation_note() is None and cut.to_json()["text_tokens"] == total
+    assert len(inspect_text(model, tokenizer, text * 3).tokens) == MAX_TOKENS < len(tokenizer.encode(text * 3))
+
+
+def test_inspect_command_reads_a_long_prompt_up_to_max_tokens_with_a_note(lstm_run, capsys):
+    prompt = "To be, or not to be, that is the question. " * 500  # about 20,000 characters
+    assert main(["inspect", "--model", str(lstm_run), "--prompt", prompt, "--max-tokens", "20", "--layer", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "only the first 20 were read and are shown (--max-tokens reads more)" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.out.startswith("layer 0 of 2, 20 tokens") and len(captured.out.splitlines()) == 2 + 20 + 1
+    assert main(["inspect", "--model", str(lstm_run), "--prompt", prompt, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["tokens"]) == 300 < document["text_tokens"]

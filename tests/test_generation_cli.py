@@ -100,7 +100,7 @@ BAD_INPUTS = {
     "empty stop string": (["--stop", ""], "stop strings must not be empty"),
     "stream with json": (["--stream", "--json"], "--stream prints text as it grows and --json prints one document"),
     "missing model": (["--model", "/nonexistent/model"], "is not a checkpoint directory"),
-    "not a number": (["--temperature", "warm"], "--temperature must be float, not 'warm'"),
+    "not a number": (["--temperature", "warm"], "--temperature must be a number, not 'warm'"),
     "unknown task": (["--task", "poetry"], "unknown task 'poetry'; available tasks: "),
 }
 

@@ -1,7 +1,7 @@
 import pytest
 
 from genseq import ConfigError, Tokenizer
-from genseq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from genseq.tokenizer import BOS_ID, EOS_ID, MAX_SENTENCE_BYTES, PAD_ID, UNK_ID, split_long_line
 
 
 @pytest.mark.parametrize("text", [
@@ -47,3 +47,89 @@ def test_save_and_load_round_trip(tokenizer, tmp_path):
     path.write_bytes(tokenizer.to_bytes())
     loaded = Tokenizer.load(path)
     assert loaded.encode("my mistress' eyes") == tokenizer.encode("my mistress' eyes")
+
+
+# ---- lines longer than SentencePiece takes ------------------------------------------------
+def test_a_one_line_corpus_longer_than_sentencepieces_limit_trains_with_one_warning(train_file):
+    words = train_file.read_text().split()
+    line = " ".join(words * 4)  # one line of about 100 KB, six times MAX_SENTENCE_BYTES
+    assert len(line.encode()) > 6 * MAX_SENTENCE_BYTES
+    with pytest.warns(UserWarning, match="the corpus has lines longer than 16384 bytes") as caught:
+        tokenizer = Tokenizer.train([line, line], vocab_size=400)  # two texts, still one warning
+    assert len(caught) == 1
+    assert tokenizer.vocab_size == 400 and tokenizer.decode(tokenizer.encode("thee and thou")) == "thee and thou"
+
+
+@pytest.mark.parametrize("line", [
+    "word " * 10_000,
+    "日本語の文章" * 5_000,  # no spaces: cut at the limit, between characters
+    "x" + "🙂" * 10_000,
+    ("a" * 9000 + " ") * 5,  # spaces only far before the limit: cut at the limit
+])
+def test_long_lines_are_cut_within_the_limit_at_spaces_and_never_inside_a_character(line):
+    pieces = list(split_long_line(line, 1000))
+    assert "".join(pieces) == line
+    assert all(0 < len(piece.encode("utf-8")) <= 1000 for piece in pieces)
+    if line.startswith("word"):
+        assert all(piece.endswith(" ") for piece in pieces[:-1])
+
+
+# ---- token_texts: the text each token adds, in one pass --------------------------------------
+def _token_texts_by_prefixes(tokenizer, ids):
+    """The former quadratic token_texts, kept as the reference: decode every prefix, take what it adds."""
+    texts, previous = [], ""
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:end])
+        texts.append(text[len(previous):] if text.startswith(previous) else text)
+        previous = text
+    return texts
+
+
+@pytest.mark.parametrize("text", ["Hello world", " lead space", "  two", "a\n b\n\nc", "x ", "a  b", "\ttab", "\n\n", ""])
+def test_token_texts_matches_decoding_every_prefix(tokenizer, text):
+    ids = tokenizer.encode(text)
+    assert tokenizer.token_texts(ids) == _token_texts_by_prefixes(tokenizer, ids)
+
+
+def test_token_texts_matches_decoding_every_prefix_on_random_ascii_text_and_ids(tokenizer):
+    import random
+
+    rng = random.Random(0)
+    alphabet = "abcdefghij klmnop\n\t  .,;!ABC"
+    ascii_ids = [i for i in range(tokenizer.vocab_size)
+                 if not tokenizer.sp.is_byte(i) or int(tokenizer.id_to_piece(i)[3:5], 16) < 0x80]
+    for _ in range(100):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60)))
+        ids = tokenizer.encode(text)
+        assert tokenizer.token_texts(ids) == _token_texts_by_prefixes(tokenizer, ids), text
+        ids = [rng.choice(ascii_ids) for _ in range(rng.randrange(1, 30))]  # specials and unknown included
+        assert tokenizer.token_texts(ids) == _token_texts_by_prefixes(tokenizer, ids), ids
+
+
+@pytest.mark.parametrize("text, characters", [
+    ("日本語 ok", ["日", "本", "語"]), ("emoji 😀 x", ["😀"]), ("café\nnaïve", ["é", "ï"]),
+])
+def test_token_texts_give_a_byte_fallback_character_to_the_token_of_its_last_byte(tokenizer, text, characters):
+    # Decoding prefixes gave U+FFFD for a character's first bytes and then repeated the whole
+    # text so far; each character now appears once, on the token that completes it.
+    ids = tokenizer.encode(text)
+    texts = tokenizer.token_texts(ids)
+    assert "".join(texts) == text == tokenizer.decode(ids)
+    assert len(texts) == len(ids)
+    for character in characters:
+        assert texts.count(character) == 1
+
+
+def test_token_texts_of_a_cut_character_end_as_decode_does(tokenizer):
+    ids = tokenizer.encode("é")[:-1]  # the last byte of é cut off
+    assert "".join(tokenizer.token_texts(ids)) == tokenizer.decode(ids) == "\ufffd"
+
+
+def test_token_texts_of_a_long_text_take_one_pass(tokenizer):
+    import time
+
+    ids = tokenizer.encode("Shall I compare thee to a summer's day? 日本 " * 1000)  # ~45,000 characters
+    started = time.perf_counter()
+    texts = tokenizer.token_texts(ids)
+    assert time.perf_counter() - started < 5  # decoding every prefix took minutes
+    assert "".join(texts) == tokenizer.decode(ids)

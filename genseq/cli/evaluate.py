@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from . import add_device_flag, path
+
 
 def add_parser(subparsers) -> None:
     from .train import add_task_parsers
@@ -17,11 +19,11 @@ def add_parser(subparsers) -> None:
     for task_parser in add_task_parsers(tasks, "evaluable", "add_eval_arguments", evaluate_task):
         task_parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser = tasks.add_parser("lm", help="a language model", description="Perplexity and bits per byte of a language model.")
-    parser.add_argument("--model", required=True, help="checkpoint directory")
-    parser.add_argument("--data", required=True, help="text file, folder, glob or dataset")
+    parser.add_argument("--model", required=True, type=path, help="checkpoint directory")
+    parser.add_argument("--data", required=True, type=path, help="text file, folder, glob or dataset")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
-    parser.add_argument("--device", default="cpu")
+    add_device_flag(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(run=run)
 

@@ -10,10 +10,12 @@ A bad item of a batch is reported on stderr while the others still run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import warnings
 
+from . import add_device_flag, one_line, path
 from .task_args import add_task_arguments, collect_batch, collect_options, render
 
 DEFAULT_TASK = "completion"
@@ -27,8 +29,8 @@ def add_parser(subparsers) -> None:
         description="Run a task on one input or a batch. Each task adds the flags of its inputs and options.",
     )
     parser.add_argument("--task", default=DEFAULT_TASK, help=f"the task to run (default: {DEFAULT_TASK}; see genseq tasks)")
-    parser.add_argument("--model", help="checkpoint directory or Hugging Face Hub id (default: the task's embedded model)")
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="(default: cpu)")
+    parser.add_argument("--model", type=path, help="checkpoint directory or Hugging Face Hub id (default: the task's embedded model)")
+    add_device_flag(parser)
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                         help="print text as it is generated (default: on for one input of a task whose first output is text, "
                              "off with --json)")
@@ -53,7 +55,7 @@ def run(args) -> int:
     options = collect_options(args, task_class)
     batch = collect_batch(args, task_class)
     task = task_class(model=args.model, device=str(resolve_device(args.device)))
-    streaming = _wants_stream(args, task_class, len(batch))
+    streaming = _wants_stream(args, task_class, len(batch), task_class.check_options(options))
     if streaming and args.json:
         raise ConfigError("--stream prints text as it grows and --json prints one document at the end; choose one")
     with warnings.catch_warnings(record=True) as notes:
@@ -72,29 +74,46 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _wants_stream(args, task_class, batch_size: int) -> bool:
+def _wants_stream(args, task_class, batch_size: int, options: dict) -> bool:
+    """Whether to stream: asked for with --stream (refused where it cannot), else where one text can grow."""
     first_output_is_text = bool(task_class.outputs) and task_class.outputs[0].kind == "text"
+    refusal = task_class.stream_refusal(options)
     if args.stream is None:
-        return first_output_is_text and batch_size == 1 and not args.json
-    if args.stream and (batch_size > 1 or not first_output_is_text):
+        return first_output_is_text and batch_size == 1 and not args.json and refusal is None
+    if args.stream:
         from ..errors import ConfigError
 
-        raise ConfigError(f"--stream follows one text output; task {task_class.name} with this input cannot stream")
+        if batch_size > 1 or not first_output_is_text:
+            raise ConfigError(f"--stream follows one text output; task {task_class.name} with this input cannot stream")
+        if refusal:
+            raise ConfigError(f"--stream cannot show task {task_class.name}'s text as it grows: {refusal}; "
+                              "drop --stream or that option")
     return args.stream
 
 
 def _print_stream(task, task_class, inputs: dict, options: dict) -> dict:
-    """Print the first text output as it grows, then the other outputs; returns the final result."""
+    """Print the first text output as it grows, then the other outputs; returns the final result.
+
+    Nothing is printed before the first partial result, so that a bad option or
+    model is reported before the input is echoed; an error after that ends the
+    printed line first, so that its message starts a line of its own.
+    """
     name = task_class.outputs[0].name
+    partials = task.stream(inputs, **options)
+    result = next(partials, {})
     echo = getattr(task_class, "echo_input", None)
     if echo:
         print(inputs[echo], end="", flush=True)
-    shown, result = "", {}
-    for result in task.stream(inputs, **options):
-        text = result.get(name) or ""
-        if text.startswith(shown):
-            print(text[len(shown):], end="", flush=True)
-            shown = text
+    shown = ""
+    try:
+        for result in itertools.chain([result], partials):
+            text = result.get(name) or ""
+            if text.startswith(shown):
+                print(text[len(shown):], end="", flush=True)
+                shown = text
+    except BaseException:
+        print(flush=True)
+        raise
     print()
     rest = render(task_class, result, skip=(name,))
     if rest:
@@ -106,7 +125,7 @@ def _report_errors(batch: list[dict], results: list[dict]) -> bool:
     failed = False
     for result in results:
         if result.get("error"):
-            print(f"genseq: error: {result['error']}", file=sys.stderr)
+            print(f"genseq: error: {one_line(str(result['error']))}", file=sys.stderr)
             failed = True
     return failed
 

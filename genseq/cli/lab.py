@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from . import positive_int
+from . import check_writable, finite_float, path, positive_int, whole_number
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -18,6 +18,12 @@ def int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected numbers of at least 1, not {text!r}")
     return values
+
+
+def lab_seed(text: str) -> int:
+    from ..lab import SEED_LIMIT
+
+    return whole_number(text, 0, SEED_LIMIT - 1)
 
 
 def add_parser(subparsers) -> None:
@@ -33,28 +39,26 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--distractors", type=int_list, default=(5, 10, 20, 40, 80), help="the N to train at (5,10,20,40,80)")
     parser.add_argument("--steps", type=positive_int, default=600, help="training steps per model (600)")
     parser.add_argument("--hidden-size", type=positive_int, default=32)
-    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm bound of the clipped runs (1.0)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", metavar="PNG", help="write the two plots to this PNG")
+    parser.add_argument("--clip", type=finite_float, default=1.0, help="gradient-norm bound of the clipped runs (1.0)")
+    parser.add_argument("--seed", type=lab_seed, default=0, help="0 to 2**32 - 1 (0)")
+    parser.add_argument("--out", type=path, metavar="PNG", help="write the two plots to this PNG")
     parser.add_argument("--json", action="store_true", help="print every figure as one JSON document")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..checkpoint import atomic_write
-    from ..errors import ConfigError
     from ..lab import LabConfig, lab_png, run_lab
 
+    if args.out:
+        check_writable(args.out, "--out")
     config = LabConfig(cells=tuple(c.strip() for c in args.cells.split(",") if c.strip()), length=args.length,
                        distractors=args.distractors, steps=args.steps, hidden_size=args.hidden_size, clip=args.clip,
                        seed=args.seed)
     quiet = args.json or not sys.stderr.isatty()
     result = run_lab(config, progress=None if quiet else lambda message: print(f"training: {message}", file=sys.stderr))
     if args.out:
-        try:
-            atomic_write(args.out, lab_png(result))
-        except OSError as error:
-            raise ConfigError(f"cannot write {args.out}: {error.strerror}") from None
+        atomic_write(args.out, lab_png(result), what="picture")
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import positive_int, shown, whole_number
 from ..errors import ConfigError, GenseqError
 
 APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
@@ -21,13 +21,34 @@ APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="start the web app",
                                    description="Start the Gradio web app: one tab per registered task.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="(default 7860)")
+    parser.add_argument("--host", type=host, default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=port, default=7860, help="1 to 65535 (default 7860)")
     parser.add_argument("--model", action="append", default=[], metavar="TASK=DIR", type=task_model,
                         help="the checkpoint a task's tab uses by default, e.g. completion=runs/tiny; repeatable")
     parser.add_argument("--concurrency", type=positive_int, default=2, metavar="N",
                         help="requests running at once; the rest queue (default 2)")
+    parser.add_argument("--models-dir", metavar="DIR",
+                        help="the checkpoints in DIR may be picked in a tab's model box, beside the --model ones; "
+                             "no other directory can be (default runs)")
+    parser.add_argument("--max-prompt-chars", type=positive_int, metavar="N",
+                        help="the longest text, in characters, a request may send (default 20000)")
     parser.set_defaults(run=run)
+
+
+def port(text: str) -> int:
+    return whole_number(text, 1, 65535)
+
+
+def host(text: str) -> str:
+    """A host name or address: not empty, no spaces or control characters (the resolver decides the rest)."""
+    refusal = argparse.ArgumentTypeError(f"expected a host name or address such as 127.0.0.1 or 0.0.0.0, not {shown(text)}")
+    if not text or not text.isprintable() or " " in text or len(text) > 253:
+        raise refusal
+    try:
+        text.encode("idna")  # what the resolver will do with a name; one it cannot encode fails deep in the server
+    except UnicodeError:
+        raise refusal from None
+    return text
 
 
 def task_model(text: str) -> tuple[str, str]:
@@ -39,16 +60,28 @@ def task_model(text: str) -> tuple[str, str]:
 
 def run(args) -> int:
     for task, directory in args.model:
-        if not Path(directory).is_dir():
+        if not is_directory(directory):
             raise ConfigError(f"--model {task}={directory}: {directory} is not a checkpoint directory")
+    if args.models_dir is not None and not is_directory(args.models_dir):
+        raise ConfigError(f"--models-dir {args.models_dir} is not a directory")
     app_module = load_app_module()
-    app = app_module.build_app(dict(args.model), concurrency=args.concurrency)
+    # Left out, they take the app's defaults (apps/access.py), which the help text repeats.
+    limits = {name: value for name, value in (("models_dir", args.models_dir), ("max_prompt_chars", args.max_prompt_chars))
+              if value is not None}
+    app = app_module.build_app(dict(args.model), concurrency=args.concurrency, **limits)
     try:
         app_module.launch(app, host=args.host, port=args.port)
     except OSError:  # Gradio raises it for a port in use and for an address this machine does not have
         raise GenseqError(f"cannot serve on {args.host}:{args.port}: the port is taken or the address is not this "
                           "machine's; choose another --port or --host") from None
     return 0
+
+
+def is_directory(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):  # a name too long or with a NUL byte names no directory either
+        return False
 
 
 def load_app_module():

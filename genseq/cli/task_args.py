@@ -9,11 +9,13 @@ belongs to another task than the one chosen is rejected by name.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from typing import Iterable
 
 from ..errors import ConfigError, DataError
+from . import shown
 from ..tasks import Option, Task
 
 
@@ -52,7 +54,7 @@ def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[t
         for item in task_class.inputs:
             if not new_flag(task_class, "input", item.name):
                 continue
-            help_text = item.description or item.kind
+            help_text = (item.description or item.kind).replace("%", "%%")
             if item.kind == "text":
                 help_text += " ('-' reads standard input)"
             group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
@@ -70,7 +72,7 @@ def _add_option(group, option: Option, other_defaults: dict[str, object]) -> Non
     details = [default]
     if option.minimum is not None or option.maximum is not None:
         details.append(f"range {option.range_text()}")
-    help_text = f"{option.help} ({', '.join(details)})".strip()
+    help_text = f"{option.help} ({', '.join(details)})".strip().replace("%", "%%")  # plain text, not an argparse format
     kind = option.value_type
     dest = f"option_{option.name}"
     if kind is bool:
@@ -104,9 +106,13 @@ def _convert(option: Option, value):
         return tuple(_unescape(text) for text in value)
     if option.value_type in (int, float) and isinstance(value, str):
         try:
-            return option.value_type(value)
+            number = option.value_type(value)
         except ValueError:
-            raise ConfigError(f"{flag(option.name)} must be {option.value_type.__name__}, not {value!r}") from None
+            kind = "a whole number" if option.value_type is int else "a number"
+            raise ConfigError(f"{flag(option.name)} must be {kind}, not {shown(value)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{flag(option.name)} must be a finite number, not {shown(value)}")
+        return number
     return value
 
 
@@ -131,17 +137,20 @@ def collect_batch(args, task_class: type[Task]) -> list[dict]:
             raise ConfigError(f"{flag(name)} is given {len(given)} times but the batch has {size} items")
     kinds = {item.name: item.kind for item in task_class.inputs}
     return [
-        {name: _read_input(given[index if len(given) > 1 else 0], kinds[name]) for name, given in values.items()}
+        {name: _read_input(given[index if len(given) > 1 else 0], kinds[name], name) for name, given in values.items()}
         for index in range(size)
     ]
 
 
-def _read_input(value: str, kind: str):
+def _read_input(value: str, kind: str, name: str):
     """Text inputs: '-' reads stdin (less the one newline that echo adds); text must be UTF-8."""
     if kind != "text":
         return value
     if value == "-":
-        data = sys.stdin.buffer.read()
+        try:
+            data = sys.stdin.buffer.read()  # a closed stdin (`<&-`) is None, or a file that raises
+        except (AttributeError, OSError, ValueError):
+            raise DataError(f"{flag(name)} - reads standard input, but standard input is closed") from None
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError as error:

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 
 MAX_NEW_TOKENS = 10_000  # a cap, not a model limit: a recurrent model has none, but a run should end
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")  # auto: the fastest of fp32 and bf16 on this machine, measured
 # Options that only change how a token is drawn from a distribution; beam search draws nothing.
 SAMPLING_ONLY = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0}
 
@@ -40,7 +40,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text and left out of it
     max_time: float | None = None  # seconds
     seed: int | None = None  # None: a fresh random seed each call
-    precision: str = "fp32"  # of the decoding step's matrix products: fp32, bf16 or int8
+    precision: str = "fp32"  # of the decoding step's matrix products: fp32, bf16, int8 or auto
 
     def __post_init__(self):
         object.__setattr__(self, "stop", _tuple_of("stop", self.stop, str))
@@ -67,6 +67,8 @@ class GenerationConfig:
             _integer("seed", self.seed, 0, 2**63 - 1)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.precision == "int8":
+            _check_int8()
         if self.num_beams > 1:
             self._check_beam_search()
 
@@ -95,6 +97,15 @@ class GenerationConfig:
         if unknown:
             raise ConfigError(f"unknown generation option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
         return replace(self, **options)
+
+
+def _check_int8() -> None:
+    """int8 decoding needs fbgemm, which some PyTorch builds lack: refused before any model runs."""
+    from .. import capabilities
+
+    if not capabilities.int8_decoding():
+        raise ConfigError("precision int8 needs PyTorch's fbgemm int8 kernels, which this build lacks; "
+                          "use --precision fp32, bf16 or auto")
 
 
 def _tuple_of(name: str, values, kind: type) -> tuple:

@@ -6,12 +6,13 @@ import argparse
 import functools
 
 from genseq.cli import (
-    build_config, config_flag, duration, positive_int, run_directory, saved_training_config, training_outcome,
+    add_device_flag, build_config, config_flag, device, duration, fraction, non_negative_float, non_negative_int, path,
+    positive_float, positive_int, run_directory, saved_training_config, seed, training_outcome,
 )
 
 
 def _add_data_arguments(parser, split: str) -> None:
-    parser.add_argument("--data", required=True, help="imagefolder with metadata.jsonl/csv, saved dataset, csv/json/parquet "
+    parser.add_argument("--data", required=True, type=path, help="imagefolder with metadata.jsonl/csv, saved dataset, csv/json/parquet "
                         "file, or Hugging Face dataset name")
     parser.add_argument("--split", default=split, help=f"split of --data (default: {split}; a one-split dataset is used whole)")
     parser.add_argument("--image-column", help="column holding the images (default: the first image column)")
@@ -25,11 +26,11 @@ def add_train_arguments(parser) -> None:
     from .train import CaptionTrainConfig
 
     _add_data_arguments(parser, "train")
-    parser.add_argument("--valid", help="validation data, same forms as --data (default: the validation split of --data, "
+    parser.add_argument("--valid", type=path, help="validation data, same forms as --data (default: the validation split of --data, "
                         "else 5%% of its images)")
     parser.add_argument("--valid-split", default="validation")
-    parser.add_argument("--out", help="run directory to create")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    parser.add_argument("--out", type=path, help="run directory to create")
+    parser.add_argument("--resume", type=path, metavar="DIR", help="continue the run in DIR exactly where it stopped")
 
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder", help="efficientnet_lite0 (default) or a torchvision model: resnet18, resnet50, "
@@ -38,34 +39,34 @@ def add_train_arguments(parser) -> None:
                          help="auto (default), default (the shipped captioner's EfficientNet-Lite0), imagenet "
                               "(torchvision's download), none (random), or a .pth/.safetensors file")
     encoder.add_argument("--image-size", type=positive_int, help="side of the square the images are letterboxed to (default 224)")
-    encoder.add_argument("--trainable-stages", type=int, help="fine-tune the encoder's last N stages (default 0: frozen)")
+    encoder.add_argument("--trainable-stages", type=non_negative_int, help="fine-tune the encoder's last N stages (default 0: frozen)")
 
     decoder = parser.add_argument_group("decoder")
     decoder.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
                          help="soft attention (Show, Attend and Tell; default) or none (Show and Tell)")
     for name in ("feature_size", "embedding_size", "hidden_size", "attention_size"):
         decoder.add_argument("--" + name.replace("_", "-"), type=positive_int)
-    decoder.add_argument("--dropout", type=float)
+    decoder.add_argument("--dropout", type=fraction)
     decoder.add_argument("--vocab-size", type=positive_int, default=1000)
-    decoder.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model instead of training one")
+    decoder.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model instead of training one")
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
     flag = functools.partial(config_flag, training, CaptionTrainConfig)
     flag("epochs", type=positive_int)
     flag("batch_size", type=positive_int)
-    flag("lr", type=float)
-    flag("encoder_lr", "for fine-tuned encoder stages", type=float)
-    flag("weight_decay", type=float)
-    flag("warmup_steps", type=int)
-    flag("clip_grad_norm", "0 turns clipping off", type=float)
+    flag("lr", type=positive_float)
+    flag("encoder_lr", "for fine-tuned encoder stages", type=positive_float)
+    flag("weight_decay", type=non_negative_float)
+    flag("warmup_steps", type=non_negative_int)
+    flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
     flag("attention_regularization", "lambda of the doubly stochastic attention regularisation; 0 turns it off",
-         type=float)
-    flag("patience", "epochs without a better validation BLEU-4 before stopping; 0 never stops", type=int)
+         type=non_negative_float)
+    flag("patience", "epochs without a better validation BLEU-4 before stopping; 0 never stops", type=non_negative_int)
     flag("max_caption_tokens", "longer captions are cut for training", type=positive_int)
     flag("max_time", "training time budget (300, 15m, 2h)", type=duration, default_text="none")
-    flag("checkpoint_minutes", type=float)
-    flag("seed", type=int)
-    flag("device", "auto, cpu or cuda")
+    flag("checkpoint_minutes", type=non_negative_float)
+    flag("seed", type=seed)
+    flag("device", "auto, cpu, cuda or cuda:N", type=device)
     training.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -88,10 +89,13 @@ def run_train(args) -> int:
     encoder_options["storage"] = "float32" if encoder_options.get("trainable_stages") else "float16"
     saved = saved_training_config(out_dir) if args.resume else None
     config = build_config(CaptionTrainConfig, args, saved, frozen=("batch_size", "seed"), progress=not args.no_progress)
+    decoder_options = {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None}
+    encoder_config = EncoderConfig(**encoder_options)
+    if not args.resume:
+        check_new_model(args, encoder_config, decoder_options, config)
     try:
         trainer = train_captioner(
-            data, out_dir, config, EncoderConfig(**encoder_options), args.encoder_weights,
-            {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None},
+            data, out_dir, config, encoder_config, args.encoder_weights, decoder_options,
             vocab_size=args.vocab_size, tokenizer_path=args.tokenizer, resume=bool(args.resume),
         )
     finally:
@@ -103,15 +107,39 @@ def run_train(args) -> int:
                                         "caption_columns": None}, is_main=trainer.world.is_main)
 
 
+def check_new_model(args, encoder_config, decoder_options: dict, config) -> None:
+    """Build the decoder's config, resolve --encoder-weights and check that training fits in memory, before any
+    data is read."""
+    from genseq.memory import FLOAT_BYTES, TRAINING_COPIES, check_fits
+    from genseq.tokenizer import Tokenizer
+    from genseq.train import resolve_device
+
+    from .decoder import DecoderConfig
+    from .train import pretrained_source
+
+    pretrained_source(encoder_config.name, args.encoder_weights)
+    vocab_size = Tokenizer.load(args.tokenizer).vocab_size if args.tokenizer else args.vocab_size
+    decoder = DecoderConfig(**{**decoder_options, "vocab_size": vocab_size})
+    D, E, H, V = decoder.feature_size, decoder.embedding_size, decoder.hidden_size, decoder.vocab_size
+    parameters = decoder.feature_channels * D + V * E + 4 * H * (E + D + H) + H * V
+    tokens = config.batch_size * config.max_caption_tokens
+    side = encoder_config.image_size
+    activations = max(tokens * (2 * V + 6 * H + E), config.batch_size * 3 * side * side)
+    check_fits(FLOAT_BYTES * (TRAINING_COPIES * parameters + activations),
+               f"training a captioner with hidden size {H}, vocabulary {V} and {side}-pixel images on batches of "
+               f"{config.batch_size}", "use smaller --hidden-size, --embedding-size, --feature-size, --vocab-size, "
+               "--image-size or --batch-size", resolve_device(config.device))
+
+
 # ---- genseq eval captioning ------------------------------------------------------------------
 def add_eval_arguments(parser) -> None:
-    parser.add_argument("--model", help="captioner checkpoint directory (default: the shipped captioner)")
+    parser.add_argument("--model", type=path, help="captioner checkpoint directory (default: the shipped captioner)")
     _add_data_arguments(parser, "validation")
     parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 3],
                         help="beam widths to evaluate; 1 is greedy (default: 1 3)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=40)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_device_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -125,9 +125,9 @@ class CaptionDecoder(nn.Module):
 
     def stepper(self, make_linear=None) -> "AttentionStep":
         """A fast one-word step over the current weights (inference only; rebuild after training)."""
-        from genseq.generation.precision import LINEAR_KINDS
+        from genseq.model import PackedLinear
 
-        return AttentionStep(self, make_linear or LINEAR_KINDS["fp32"])
+        return AttentionStep(self, make_linear or PackedLinear)
 
 
 class AttentionStep:
@@ -211,7 +211,9 @@ class BoundDecoder:
             raise ConfigError("caption prompts must all have the same length")
         state = self.decoder.initial_state(self.features)
         if ids.size(1) == 1 and not (torch.is_grad_enabled() or self.decoder.training):  # the usual [BOS]: one fused step
-            state = self.stepper().advance(ids[:, 0], state)
+            from genseq.generation.precision import decoding_step
+
+            state = decoding_step(self, "fp32").advance(ids[:, 0], state)
             return state[0][0][:, None], state
         hidden, _, state = self.decoder.run(ids, state)
         return hidden, state
@@ -220,12 +222,13 @@ class BoundDecoder:
         return self.decoder.logits(hidden)
 
     def stepper(self, make_linear=None) -> AttentionStep:
-        # A BoundDecoder lives for one batch of images, so genseq's cache of built steps (keyed by
-        # model) would pack the weights again for every batch: the step is the decoder's, cached there.
-        from genseq.generation.precision import LINEAR_KINDS, decoding_step
+        return self.decoder.stepper(make_linear)
 
-        precision = {kind: name for name, kind in LINEAR_KINDS.items()}.get(make_linear or LINEAR_KINDS["fp32"])
-        return decoding_step(self.decoder, precision) if precision else self.decoder.stepper(make_linear)
+    @property
+    def step_owner(self) -> CaptionDecoder:
+        # A BoundDecoder lives for one batch of images, so genseq's cache of built and measured steps
+        # would pack the weights again for every batch: the step reads only the decoder's, cached there.
+        return self.decoder
 
     def parameters(self):
         return self.decoder.parameters()

@@ -30,6 +30,10 @@ LITE0 = "efficientnet_lite0"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 STORAGE_DTYPES = ("float32", "float16")
+# Images are letterboxed to a square of image_size pixels: below 32 an ImageNet backbone's five
+# stride-2 stages leave no feature map, and above 1024 one image's activations take gigabytes
+# (a config.json asking for 10**6 pixels would be an allocation, not a captioner).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 @dataclass
@@ -44,8 +48,10 @@ class EncoderConfig:
     def __post_init__(self):
         self.mean = tuple(self.mean) or (LITE_MEAN if self.name == LITE0 else IMAGENET_MEAN)
         self.std = tuple(self.std) or (LITE_STD if self.name == LITE0 else IMAGENET_STD)
-        if self.image_size < 32:
-            raise ConfigError(f"image_size must be at least 32 pixels, not {self.image_size}")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, not {self.image_size}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be at most {MAX_IMAGE_SIZE} pixels, not {self.image_size}")
         if self.trainable_stages < 0:
             raise ConfigError(f"trainable_stages must be 0 (frozen) or more, not {self.trainable_stages}")
         if self.storage not in STORAGE_DTYPES:
@@ -314,7 +320,9 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
     except FileNotFoundError:
         raise ConfigError(f"encoder weights {path} do not exist") from None
     except Exception as error:  # torch.load and safetensors raise many types for a bad file
-        raise CheckpointError(f"cannot read encoder weights {path}: {type(error).__name__}: {error}") from None
+        # torch.load's own message is a paragraph of advice about unpickling, not about this file.
+        raise CheckpointError(f"cannot read encoder weights {path}: it is not a safetensors or weights-only torch file "
+                              f"({type(error).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

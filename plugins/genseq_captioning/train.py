@@ -37,16 +37,22 @@ from genseq.checkpoint import (
     load_weights,
     read_config,
     read_directory_path,
+    read_header,
     read_weights,
 )
 from genseq.distributed import World
 from genseq.errors import ConfigError, DataError, TrainingError
 from genseq.generation import GenerationConfig
 from genseq.train import (
+    STATE_JSON,
     agree,
+    check_finite_training,
+    kept_checkpoints,
+    require_finite,
     deferred_interrupt,
     plot_metrics,
     process_rng,
+    progress_from,
     load_optimizer_state,
     read_last,
     resolve_device,
@@ -85,6 +91,7 @@ class CaptionTrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        require_finite(self)
         for name in ("epochs", "batch_size", "max_caption_tokens", "max_new_tokens", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -260,7 +267,7 @@ class CaptionTrainer:
         value = all_cross_entropy / all_tokens
         if not math.isfinite(value) or not torch.isfinite(loss):
             raise TrainingError(f"the loss became {value} at step {self.progress.step + 1}; training stopped and "
-                                f"{self.out_dir / 'last'} is kept (try a lower --lr)")
+                                f"{kept_checkpoints(self.out_dir)} (try a lower --lr)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip_grad_norm:
@@ -350,6 +357,7 @@ class CaptionTrainer:
         if improved:
             progress.best_bleu4, progress.best_valid_loss = metrics["bleu4"], metrics["loss"]
             progress.validations_without_improvement = 0
+            check_finite_training(self.captioner, self.optimizer, self.out_dir, progress.step)
             if main:
                 self.captioner.save(self.out_dir, training_config=asdict(self.config),
                                     training={"step": progress.step, "epoch": progress.epoch, **metrics})
@@ -374,6 +382,7 @@ class CaptionTrainer:
 
     def save_last(self) -> None:
         """Write the resumable checkpoint last/ as one atomic directory swap (rank 0 writes)."""
+        check_finite_training(self.captioner, self.optimizer, self.out_dir, self.progress.step)
         rng = process_rng(self.world)
         if not self.world.is_main:
             return
@@ -384,10 +393,10 @@ class CaptionTrainer:
     def resume(self) -> None:
         """Continue from last/: weights, optimizer, progress and RNG."""
         last, saved, state = read_last(self.out_dir)
+        progress = progress_from(Progress, saved.get("progress"), last / STATE_JSON)
         load_weights(self.captioner, _float_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        load_optimizer_state(self.optimizer, state["optimizer"])
-        self.progress = Progress(**saved["progress"])
-        self.progress.finished = False
+        load_optimizer_state(self.optimizer, state["optimizer"], last)
+        self.progress, progress.finished = progress, False
         restore_process_rng(state, self.world, self.config.seed, self.progress.step)
         if self.world.is_main:
             truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
@@ -409,7 +418,8 @@ def resume_captioner(out_dir: Path) -> Captioner:
     """The captioner of out_dir/last, as saved (weights loaded by CaptionTrainer.resume)."""
     last = read_directory_path(out_dir / "last")
     config = read_config(last, kind=KIND)
-    return build(config["model_config"], Tokenizer.load(last / TOKENIZER_FILE), last / "config.json")
+    return build(config.get("model_config"), Tokenizer.load(last / TOKENIZER_FILE), last / "config.json",
+                 read_header(last / WEIGHTS_FILE))
 
 
 # ---- a whole run ---------------------------------------------------------------------------------

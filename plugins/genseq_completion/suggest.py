@@ -18,6 +18,8 @@ from functools import cached_property
 
 import torch
 
+from genseq.generation import encode_prompts
+
 WORD_START = "▁"  # SentencePiece's marker for a piece that begins with a space
 
 
@@ -159,7 +161,6 @@ def next_words(model, tokenizer, prompt: str, k: int = 5) -> list[dict]:
 
 
 def _search(model, tokenizer, context: str, partial: str, k: int) -> list[dict]:
-    ids = torch.tensor([[tokenizer.eos_id, *tokenizer.encode(context)]])
-    features, state = model.encode(ids)
-    first_logits = model.logits(features[0, -1])  # (V,)
-    return suggest_words(model.stepper(), state, first_logits, Vocabulary.from_tokenizer(tokenizer), partial, k)
+    # The engine's prefill reads a context of any length a window at a time, and only its last position's logits.
+    logits, state = encode_prompts(model, [tokenizer.encode(context)], tokenizer.eos_id)  # (1, V)
+    return suggest_words(model.stepper(), state, logits[0], Vocabulary.from_tokenizer(tokenizer), partial, k)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from genseq.errors import ConfigError
 from genseq.generation.options import generation_config, generation_options
 from genseq.tasks import Input, Option, Output, Task
 
@@ -48,8 +49,25 @@ class CompletionTask(Task):
                 completion.text = _after(item["prompt"], completion.text)
         return [self._result(item["prompt"], completions, seed, seconds) for item, completions in zip(batch, per_prompt)]
 
+    @classmethod
+    def check_options(cls, options):
+        checked = super().check_options(options)
+        for name in ("num_beams", "num_return_sequences"):
+            if checked["suggest"] and checked[name] > 1:
+                raise ConfigError(f"option suggest ranks the next words and ignores {name}; drop {name} ({checked[name]}) "
+                                  "or suggest")
+        return checked
+
+    @classmethod
+    def stream_refusal(cls, options):
+        if options["num_beams"] > 1:
+            return f"beam search (num_beams {options['num_beams']}) chooses its text only at the end"
+        if options["num_return_sequences"] > 1:
+            return f"it streams one sequence, not num_return_sequences {options['num_return_sequences']}"
+        return None
+
     def predict_stream(self, loaded, inputs, options):
-        if options["suggest"] or options["num_beams"] > 1 or options["num_return_sequences"] > 1:
+        if options["suggest"] or self.stream_refusal(options):  # suggestions come at once, after the prompt
             yield from super().predict_stream(loaded, inputs, options)
             return
         from genseq.generation import stream

@@ -6,33 +6,33 @@ import functools
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli import config_flag, non_negative_float, positive_int
+    from genseq.cli import config_flag, device, fraction, non_negative_float, path, positive_float, positive_int, seed
 
     from .train import SentimentTrainConfig
 
-    parser.add_argument("--data", required=True, help="training data: a csv/json file or dataset with text and label (0/1)")
-    parser.add_argument("--valid", required=True, help="validation data, same form")
-    parser.add_argument("--out", help="run directory to create")
-    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (from its last/)")
+    parser.add_argument("--data", required=True, type=path, help="training data: a csv/json file or dataset with text and label (0/1)")
+    parser.add_argument("--valid", required=True, type=path, help="validation data, same form")
+    parser.add_argument("--out", type=path, help="run directory to create")
+    parser.add_argument("--resume", type=path, metavar="DIR", help="continue the interrupted run in DIR (from its last/)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--vocab-size", type=positive_int, default=5000, help="SentencePiece vocabulary (5000)")
-    parser.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.model")
+    parser.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model")
     parser.add_argument("--cell", choices=["lstm", "gru", "rnn"])
     parser.add_argument("--embedding-size", type=positive_int, help="(32)")
     parser.add_argument("--hidden-size", type=positive_int, help="(100)")
     parser.add_argument("--layers", dest="num_layers", type=positive_int, help="(1)")
-    parser.add_argument("--dropout", type=float, help="(0)")
+    parser.add_argument("--dropout", type=fraction, help="(0)")
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
     flag = functools.partial(config_flag, training, SentimentTrainConfig)
     flag("epochs", type=positive_int)
     flag("batch_size", type=positive_int)
-    flag("lr", "Adam's learning rate", type=float)
+    flag("lr", "Adam's learning rate", type=positive_float)
     flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
     flag("max_tokens", "longer texts are cut for training", type=positive_int)
-    flag("seed", type=int)
-    flag("device", "auto, cpu or cuda")
+    flag("seed", type=seed)
+    flag("device", "auto, cpu, cuda or cuda:N", type=device)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -46,6 +46,8 @@ def run_train(args) -> int:
     out_dir = run_directory(args.out, args.resume, changes_model=bool(options or args.tokenizer))
     saved = saved_training_config(out_dir) if args.resume else None
     config = build_config(SentimentTrainConfig, args, saved, frozen=("batch_size", "seed"), progress=not args.no_progress)
+    if not args.resume:
+        check_new_model(args, options, config)
     trainer = train_sentiment(args.data, args.valid, out_dir, config, options, vocab_size=args.vocab_size,
                               tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column,
                               resume=bool(args.resume))
@@ -54,11 +56,34 @@ def run_train(args) -> int:
                             data_flags={"text_column": "text", "label_column": "label"})
 
 
+def check_new_model(args, options: dict, config) -> None:
+    """Build the model's config and check that its training fits in memory, before any data is read."""
+    from genseq.memory import FLOAT_BYTES, TRAINING_COPIES, check_fits, recurrent_activations, recurrent_parameters
+    from genseq.tokenizer import Tokenizer
+    from genseq.train import resolve_device
+
+    from .model import SentimentConfig
+
+    vocab_size = Tokenizer.load(args.tokenizer).vocab_size if args.tokenizer else args.vocab_size
+    model = SentimentConfig(**{**options, "vocab_size": vocab_size})
+    parameters = (model.vocab_size * model.embedding_size + model.hidden_size + 1
+                  + recurrent_parameters(model.cell, model.embedding_size, model.hidden_size, model.num_layers))
+    activations = config.batch_size * config.max_tokens * model.embedding_size + recurrent_activations(
+        model.cell, config.batch_size, config.max_tokens, model.hidden_size, model.num_layers)
+    check_fits(FLOAT_BYTES * (TRAINING_COPIES * parameters + activations),
+               f"training a {model.num_layers} x {model.hidden_size} {model.cell} with embedding size "
+               f"{model.embedding_size} on batches of {config.batch_size} texts of {config.max_tokens} tokens",
+               "use smaller --hidden-size, --embedding-size, --layers, --vocab-size, --batch-size or --max-tokens",
+               resolve_device(config.device))
+
+
 def add_eval_arguments(parser) -> None:
-    parser.add_argument("--model", help="checkpoint directory (default: the shipped model)")
-    parser.add_argument("--data", required=True, help="labelled data: a csv/json file or dataset")
+    from genseq.cli import path
+
+    parser.add_argument("--model", type=path, help="checkpoint directory (default: the shipped model)")
+    parser.add_argument("--data", required=True, type=path, help="labelled data: a csv/json file or dataset")
     parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
-    parser.add_argument("--baselines", metavar="TRAIN_DATA",
+    parser.add_argument("--baselines", type=path, metavar="TRAIN_DATA",
                         help="also score the majority-class and bag-of-words baselines, fitted on this training data")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")

@@ -21,9 +21,12 @@ from genseq.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    build_checked,
     load_weights,
+    model_config_from,
     model_files,
     read_config,
+    read_header,
     read_weights,
     resolve,
     write_files,
@@ -76,7 +79,7 @@ class SentimentModel(nn.Module):
 
     def batch(self, texts: list[str], max_tokens: int = 256) -> tuple[Tensor, Tensor]:
         """Texts -> (ids (B, T) right-padded, lengths (B,)); an empty text reads as one EOS."""
-        encoded = [self.tokenizer.encode(text)[:max_tokens] or [self.tokenizer.eos_id] for text in texts]
+        encoded = [leading_ids(self.tokenizer, text, max_tokens) or [self.tokenizer.eos_id] for text in texts]
         lengths = torch.tensor([len(ids) for ids in encoded])
         ids = torch.full((len(encoded), int(lengths.max())), self.tokenizer.pad_id, dtype=torch.long)
         for row, tokens in enumerate(encoded):
@@ -110,16 +113,32 @@ class SentimentModel(nn.Module):
 
 
 
+def leading_ids(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[int]:
+    """tokenizer.encode(text)[:max_tokens], encoding only the lines those tokens come from.
+
+    The tokenizer encodes each line on its own, so the first lines' ids do not depend
+    on the rest: a long document costs what its first max_tokens tokens cost.
+    """
+    ids: list[int] = []
+    start = 0
+    while len(ids) < max_tokens and start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1  # the line with its newline, whose id follows the line's
+        ids.extend(tokenizer.encode(text[start:end]))
+        start = end
+    return ids[:max_tokens]
+
+
 def load_sentiment(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SentimentModel:
-    """A sentiment checkpoint (None: the shipped default), in eval mode."""
+    """A sentiment checkpoint (None: the shipped default), in eval mode; checked before it is allocated."""
     directory = resolve(name_or_path) if name_or_path is not None else default_dir()
     config = read_config(directory, kind=KIND)
-    try:
-        model_config = SentimentConfig(**config["model_config"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{directory / CONFIG_FILE} has no usable model_config ({error})") from None
-    model = SentimentModel(model_config, Tokenizer.load(directory / TOKENIZER_FILE))
-    load_weights(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
+    weights_path = directory / WEIGHTS_FILE
+    header = read_header(weights_path)
+    model_config = model_config_from(SentimentConfig, config.get("model_config"), directory / CONFIG_FILE, header)
+    tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
+    model = build_checked(lambda: SentimentModel(model_config, tokenizer), header, weights_path)
+    load_weights(model, read_weights(weights_path), weights_path)
     return model.to(device).eval()
 
 

@@ -30,11 +30,13 @@ import torch.nn.functional as F
 
 from genseq import Tokenizer
 from genseq.checkpoint import (
-    TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, load_weights, read_config, read_directory_path, read_weights,
+    TOKENIZER_FILE, WEIGHTS_FILE, atomic_write, check_buildable, load_weights, model_config_from, read_config,
+    read_directory_path, read_header, read_weights,
 )
-from genseq.errors import CheckpointError, ConfigError, DataError
+from genseq.errors import ConfigError, DataError, TrainingError
 from genseq.train import (
-    deferred_interrupt, load_optimizer_state, plot_metrics, read_last, resolve_device, truncate_metrics, write_last,
+    STATE_JSON, check_finite_training, checked_fields, deferred_interrupt, kept_checkpoints, load_optimizer_state,
+    plot_metrics, read_last, require_finite, resolve_device, restore_cuda_rng, truncate_metrics, write_last,
 )
 
 from .model import KIND, SentimentConfig, SentimentModel
@@ -149,6 +151,7 @@ class SentimentTrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        require_finite(self)
         for name in ("epochs", "batch_size", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -207,6 +210,7 @@ class SentimentTrainer:
                 improved = key > self.best
                 if improved:
                     self.best, self.best_metrics = key, {**measured, "epoch": self.epoch, "step": self.step}
+                    check_finite_training(self.model, self.optimizer, self.out_dir, self.step)
                     self.model.save(self.out_dir, training_config=asdict(config), training=self.best_metrics)
                 self.elapsed = time.monotonic() - started
                 self._log(metrics_path, {"step": self.step, "epoch": self.epoch, "split": "valid", **measured,
@@ -220,10 +224,13 @@ class SentimentTrainer:
         return self.best_metrics
 
     # ---- last/: resuming --------------------------------------------------------------------
-    COUNTERS = ("step", "epoch", "position", "best", "best_metrics", "elapsed")
+    # What training continues from besides tensors, with the types read_last's record must have.
+    COUNTERS = {"step": int, "epoch": int, "position": int, "best": tuple[float, float], "best_metrics": dict,
+                "elapsed": float}
 
     def save_last(self) -> None:
         """Write last/ (the model and everything training continues from) as one atomic directory swap."""
+        check_finite_training(self.model, self.optimizer, self.out_dir, self.step)
         counters = {name: getattr(self, name) for name in self.COUNTERS}
         write_last(self.out_dir, self.model.files(training_config=asdict(self.config)), counters,
                    {"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
@@ -232,17 +239,14 @@ class SentimentTrainer:
     def resume(self) -> None:
         """Continue from last/: weights, optimizer, counters and random state."""
         last, saved, state = read_last(self.out_dir)
+        counters = checked_fields(saved, self.COUNTERS, last / STATE_JSON, "counters")
         load_weights(self.model, read_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        try:
-            for name in self.COUNTERS:
-                setattr(self, name, saved[name])
-        except KeyError as error:
-            raise CheckpointError(f"{last} has no {error} in its training state; it cannot be resumed") from None
+        load_optimizer_state(self.optimizer, state["optimizer"], last)
+        for name, value in counters.items():
+            setattr(self, name, value)
         self.best = tuple(self.best)
-        load_optimizer_state(self.optimizer, state["optimizer"])
         torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_cuda_rng(state, self.device, last)
         truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
 
     def _train_step(self, rows: list[int]) -> float:
@@ -250,6 +254,9 @@ class SentimentTrainer:
         ids, lengths = self.model.batch(texts, self.config.max_tokens)
         targets = torch.tensor([self.train_data.labels[i] for i in rows], dtype=torch.float, device=self.device)
         loss = F.binary_cross_entropy_with_logits(self.model.text_logits(ids, lengths), targets)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} at step {self.step + 1}; training stopped and "
+                                f"{kept_checkpoints(self.out_dir)} (try a lower --lr or --clip-grad-norm)")
         self.optimizer.zero_grad()
         loss.backward()
         if self.config.clip_grad_norm:
@@ -276,8 +283,11 @@ def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig
     held_out = load_examples(valid, text_column, label_column, "validation")
     if resume:
         last = read_directory_path(out_dir / "last")
-        model_config = SentimentConfig(**read_config(last, kind=KIND)["model_config"])
+        header = read_header(last / WEIGHTS_FILE)
+        model_config = model_config_from(SentimentConfig, read_config(last, kind=KIND).get("model_config"),
+                                         last / "config.json", header)
         tokenizer = Tokenizer.load(last / TOKENIZER_FILE)
+        check_buildable(lambda: SentimentModel(model_config, tokenizer), header, last / WEIGHTS_FILE)
     else:
         tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path else Tokenizer.train(train.texts, vocab_size=vocab_size)
         model_config = SentimentConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size})
