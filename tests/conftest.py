@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-from genseq import ModelConfig, Tokenizer
+from genseq import LanguageModel, ModelConfig, Tokenizer, save_pretrained
 from genseq.data import iter_texts, open_source
 
 DATA = Path(__file__).parent / "data"
@@ -85,6 +85,16 @@ def trained_run(tmp_path_factory, train_file, valid_file) -> Path:
     ])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory, tokenizer) -> str:
+    """A checkpoint directory holding an untrained tiny language model (instant to make and to load)."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=16, hidden_size=16))
+    directory = tmp_path_factory.mktemp("untrained") / "tiny"
+    save_pretrained(directory, model, tokenizer)
+    return str(directory)
 
 
 def shared_data(*parts: str) -> Path:

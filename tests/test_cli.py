@@ -5,17 +5,7 @@ import subprocess
 import sys
 
 import pytest
-
-from genseq.cli import main
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse's usage errors, as the console script would exit
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_helpers import run_cli
 
 
 def tiny_train_args(data, out, *extra):

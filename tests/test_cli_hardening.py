@@ -7,30 +7,12 @@ import sys
 import pytest
 import torch
 
-from genseq import LanguageModel, ModelConfig, save_pretrained
+from genseq import LanguageModel, ModelConfig
 from genseq.cli import main
 from genseq.errors import ConfigError
+from cli_helpers import run_cli
 
 HUGE_SEED = str(2**64 + 1)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_size=16, hidden_size=16))
-    directory = tmp_path_factory.mktemp("hardening") / "tiny"
-    save_pretrained(directory, model, tokenizer)
-    return str(directory)
-
-
-def run_cli(capsys, *argv):
-    """(exit code, stdout, stderr) of main, argparse's usage errors included."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_sentence(code, err, *fragments):
@@ -280,20 +262,20 @@ def test_a_bug_that_is_not_about_memory_still_shows_its_traceback(tmp_path, trai
     (["--suggest", "3", "--num-beams", "2"], "option suggest ranks the next words and ignores num_beams"),
     (["--min-new-tokens", "9", "--max-new-tokens", "5"], "option min_new_tokens (9) must not exceed max_new_tokens (5)"),
 ])
-def test_generate_refuses_what_it_would_silently_ignore(capsys, checkpoint, extra, message):
-    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", checkpoint, *extra)
+def test_generate_refuses_what_it_would_silently_ignore(capsys, untrained_checkpoint, extra, message):
+    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", untrained_checkpoint, *extra)
     assert_one_sentence(code, err, message)
     assert out == ""  # the prompt is not echoed before the options are checked
 
 
-def test_min_new_tokens_above_the_cap_is_kept_within_it(capsys, checkpoint):
-    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", checkpoint, "--max-new-tokens", "20000",
+def test_min_new_tokens_above_the_cap_is_kept_within_it(capsys, untrained_checkpoint):
+    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", untrained_checkpoint, "--max-new-tokens", "20000",
                              "--min-new-tokens", "15000", "--max-time", "0.05", "--json")
     assert code == 0 and "capped at 10000" in err
 
 
-def test_beam_search_without_stream_still_prints_its_text(capsys, checkpoint):
-    code, out, _ = run_cli(capsys, "generate", "--prompt", "Hello", "--model", checkpoint, "--num-beams", "2",
+def test_beam_search_without_stream_still_prints_its_text(capsys, untrained_checkpoint):
+    code, out, _ = run_cli(capsys, "generate", "--prompt", "Hello", "--model", untrained_checkpoint, "--num-beams", "2",
                            "--max-new-tokens", "3")
     assert code == 0 and out.startswith("Hello")
 
@@ -303,7 +285,7 @@ def test_a_missing_model_is_reported_before_the_prompt_is_echoed(capsys):
     assert out == "" and "is not a checkpoint directory" in err and code == 2
 
 
-def test_an_error_after_streaming_started_gets_its_own_line(capsys, checkpoint, monkeypatch):
+def test_an_error_after_streaming_started_gets_its_own_line(capsys, untrained_checkpoint, monkeypatch):
     from genseq_completion.task import CompletionTask
 
     def breaks_midway(self, loaded, inputs, options):
@@ -311,7 +293,7 @@ def test_an_error_after_streaming_started_gets_its_own_line(capsys, checkpoint, 
         raise ConfigError("the stream broke")
 
     monkeypatch.setattr(CompletionTask, "predict_stream", breaks_midway)
-    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", checkpoint, "--stream")
+    code, out, err = run_cli(capsys, "generate", "--prompt", "Hello", "--model", untrained_checkpoint, "--stream")
     assert code == 2 and out == "Hello world\n" and err == "genseq: error: the stream broke\n"
 
 
@@ -382,8 +364,8 @@ def test_lab_out_is_checked_before_the_lab_runs_and_says_nothing_of_checkpoints(
     assert "checkpoint" not in err
 
 
-def test_inspect_out_a_directory_says_nothing_of_checkpoints(capsys, checkpoint, tmp_path):
-    code, _, err = run_cli(capsys, "inspect", "--model", checkpoint, "--prompt", "Hello", "--out", tmp_path)
+def test_inspect_out_a_directory_says_nothing_of_checkpoints(capsys, untrained_checkpoint, tmp_path):
+    code, _, err = run_cli(capsys, "inspect", "--model", untrained_checkpoint, "--prompt", "Hello", "--out", tmp_path)
     assert_one_sentence(code, err, f"cannot write {tmp_path}: it is a directory; choose another --out")
     assert "checkpoint" not in err
 

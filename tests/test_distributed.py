@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from genseq.cli import main
 from genseq.data import HFDataset, StreamingBatches, TextFiles, open_source, stream_pieces
 from genseq.distributed import World
-from genseq.errors import ConfigError, DataError
+from genseq.errors import ConfigError
 
 MODEL = ["--vocab-size", "400", "--embedding-size", "16", "--hidden-size", "24", "--layers", "2", "--dropout", "0"]
 SCHEDULE = ["--batch-size", "4", "--bptt", "16", "--warmup-steps", "0", "--schedule", "constant", "--eval-every", "3",

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from genseq import LanguageModel, ModelConfig, capabilities, save_pretrained
-from genseq.cli import main
 from genseq.errors import ConfigError
 from genseq.generation import GenerationConfig, decoding_step
 from genseq.generation import precision as decoding
 from genseq.generation.precision import KERNELS, FastestLinear, candidate_kinds
 from genseq.train import TrainConfig, training_precision
+from cli_helpers import run_cli
 
 CPU = torch.device("cpu")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -26,14 +26,6 @@ def probes(monkeypatch, **answers):
     for name, answer in answers.items():
         monkeypatch.setattr(capabilities, name, lambda *args, answer=answer: answer)
 
-
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def tiny_model(seed=0) -> LanguageModel:
