@@ -19,10 +19,10 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
 import stat
 import struct
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Callable
@@ -40,8 +40,6 @@ from .tokenizer import Tokenizer
 FORMAT = "genseq"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.model"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few kilobytes
 MAX_TOKENIZER_BYTES = 1 << 30  # a SentencePiece model of a million pieces is tens of megabytes
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
@@ -53,9 +51,10 @@ def atomic_write(path: str | os.PathLike, data: bytes, what: str | None = "check
     """Write data to path so that readers see either the old file or the whole new one (what: its kind, for errors)."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        # Mode 0666 less the process's umask, as for any new file (mkstemp would make it 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
                 file.flush()

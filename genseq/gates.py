@@ -19,13 +19,13 @@ traces of the units whose cell state moves most.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .figures import png_bytes, pyplot
 from .model import LanguageModel
 from .tokenizer import Tokenizer
 
@@ -116,10 +116,7 @@ def instrumented_lstm_layer(lstm: torch.nn.LSTM, layer: int, inputs: Tensor, sta
 
 def heatmap_png(inspection: Inspection, layer: int, units: int = 48, traces: int = 6) -> bytes:
     """A PNG: one tokens x units heat map per quantity (the most moving units), and their cell-state traces."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not 0 <= layer < len(inspection.layers):
         raise ConfigError(f"layer must be between 0 and {len(inspection.layers) - 1}, not {layer}")
@@ -147,8 +144,4 @@ def heatmap_png(inspection: Inspection, layer: int, units: int = 48, traces: int
     trace.set_xticks(range(len(tokens)), labels, fontsize=7, rotation=60)
     trace.set(ylabel="cell state c", title="cell-state traces of the units that move most")
     trace.legend(fontsize=7, ncol=traces)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=80)

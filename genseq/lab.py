@@ -25,7 +25,6 @@ Everything is seeded: the same settings give the same figures.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .figures import png_bytes, pyplot
 from .memory import FLOAT_BYTES, TRAINING_COPIES, check_fits, recurrent_activations, recurrent_parameters
 from .model import open_forget_gates
 
@@ -199,10 +199,7 @@ def run_lab(config: LabConfig, progress=None) -> LabResult:
 
 def lab_png(result: LabResult) -> bytes:
     """Left: gradient norm against distance from the end (log scale); right: recall accuracy against N."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     for index, (cell, norms) in enumerate(result.gradients.items()):
@@ -225,8 +222,4 @@ def lab_png(result: LabResult) -> bytes:
     right.set(xlabel="distractors N between the key and the question", ylabel="accuracy", ylim=(0, 1.05),
               title=f"recall the first symbol ({result.config.steps} Adam steps each)")
     right.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=90)

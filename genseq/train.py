@@ -15,7 +15,6 @@ processes that divides the batch.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import signal
@@ -48,6 +47,7 @@ from .checkpoint import (
 from .data import ContiguousBatches, StreamingBatches, TokenStream
 from .distributed import World
 from .errors import CheckpointError, ConfigError, TrainingError
+from .figures import png_bytes, pyplot
 from .model import LanguageModel, State, detach_state
 from .tokenizer import Tokenizer
 
@@ -450,10 +450,7 @@ class Trainer:
 
 def plot_metrics(metrics_path: Path) -> bytes:
     """A PNG of train/valid loss and valid perplexity against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
     train = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
@@ -467,11 +464,7 @@ def plot_metrics(metrics_path: Path) -> bytes:
     loss_axis.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
     loss_axis.legend()
     ppl_axis.set(xlabel="step", ylabel="token perplexity", title="validation perplexity")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=100)
 
 
 # ---- shared by the trainers (the captioning plugin's too) ---------------------------------

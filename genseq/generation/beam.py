@@ -15,7 +15,6 @@ model's step broadcasts them: row r of the others goes with row r // num_beams.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -25,9 +24,7 @@ from torch import Tensor
 from .config import GenerationConfig
 from .engine import GeneratedSequence, History, StopHook, encode_prompts, eval_mode
 from .precision import decoding_step
-from .processors import apply_processors, build_processors
-
-NEG_INF = -math.inf
+from .processors import NEG_INF, apply_processors, build_processors
 
 
 @dataclass

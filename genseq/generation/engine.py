@@ -30,7 +30,6 @@ from .processors import NO_TOKEN, apply_processors, build_processors
 from .sampling import next_token, row_generators
 
 State = tuple[Tensor, ...]
-FINISH_REASONS = ("eos", "stop", "length", "time")
 # Prompt tokens per pass of the core. The core's activations for a window (an LSTM's gates: (B, W, 4H) per
 # layer) are what a prefill costs; a few MB at this size, where a whole 5 MB prompt once asked for 21 GB.
 PREFILL_WINDOW = 1024
@@ -47,7 +46,7 @@ class GeneratedSequence:
 
     tokens: list[int]
     logprob: float
-    finish_reason: str
+    finish_reason: str  # "eos", "stop", "length" or "time"
     score: float
 
 

@@ -7,12 +7,13 @@ image the encoder saw, so the heat lies over what the decoder looked at.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+
+from genseq.figures import png_bytes, pyplot
 
 WORD_START = "▁"  # SentencePiece's marker of a piece that begins a word
 COLUMNS = 6  # pictures per line; a long caption wraps onto more lines
@@ -54,10 +55,7 @@ def upsample(grid: np.ndarray, size: int) -> np.ndarray:
 
 def render(rows: list[AttentionRow]) -> bytes:
     """The PNG of every row: each image and its caption, then one heat map per word, wrapping every COLUMNS pictures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lines = [(row, chunk) for row in rows for chunk in _chunks(len(row.words) + 1)]
     figure, axes = plt.subplots(len(lines), COLUMNS, figsize=(2.0 * COLUMNS, 2.25 * len(lines)), squeeze=False)
@@ -73,11 +71,7 @@ def render(rows: list[AttentionRow]) -> bytes:
             heat = upsample(row.weights[index - 1], row.square.size[0])
             axis.imshow(heat, cmap="inferno", alpha=0.6, vmin=0.0, vmax=1.0)
             axis.set_title(row.words[index - 1], fontsize=11)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=72)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=72)
 
 
 def _chunks(count: int) -> list[range]:

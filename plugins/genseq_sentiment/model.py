@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from genseq import Tokenizer
+from genseq.model import CELLS
 from genseq.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -36,7 +37,6 @@ from genseq.errors import CheckpointError, ConfigError
 KIND = "sentiment"
 DEFAULT_DIR = Path(__file__).parent / "models" / "sentiment"
 LABELS = ("negative", "positive")
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 
+from genseq.figures import png_bytes, pyplot
+
 
 def opinion_picture(tokens: list[tuple[str, float]], threshold: float = 0.5):
     """A PIL image of P(positive) after each (token, probability), the threshold drawn across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from PIL import Image
 
     labels = [repr(text)[1:-1].strip() or "␣" for text, _ in tokens]
@@ -24,9 +23,4 @@ def opinion_picture(tokens: list[tuple[str, float]], threshold: float = 0.5):
     axis.set_ylabel("P(positive)")
     axis.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8, ha="right")
     axis.set_title("the LSTM's opinion after each token", fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    buffer.seek(0)
-    return Image.open(buffer)
+    return Image.open(io.BytesIO(png_bytes(figure, dpi=90)))
