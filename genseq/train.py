@@ -497,6 +497,13 @@ class deferred_interrupt:
         return False
 
 
+def refuse_existing_run(out_dir: str | Path) -> None:
+    """Refuse to start a new run in out_dir when it holds one: its checkpoints would be overwritten."""
+    out_dir = Path(out_dir)
+    if (out_dir / "last").exists() or (out_dir / "config.json").exists():
+        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
+
+
 def agreed_precision(world: World, precision: str) -> str:
     """bf16 only if every process chose it: auto's timings may differ between processes."""
     return "bf16" if world.sum([float(precision == "bf16")])[0] == world.size else "fp32"
@@ -815,8 +822,8 @@ def train_language_model(
         model_config = model_config_from(ModelConfig, saved, last / "config.json", header)
         check_buildable(lambda: LanguageModel(model_config), header, last / WEIGHTS_FILE)
     else:
-        if main and ((out_dir / "last").exists() or (out_dir / "config.json").exists()):
-            raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
+        if main:
+            refuse_existing_run(out_dir)
         source = open_source(data, text_column, streaming=streaming)
         tokenizer = None
         if tokenizer_path:

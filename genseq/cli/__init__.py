@@ -204,9 +204,9 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
         return resume
     if not out:
         raise ConfigError("--out is required (or --resume DIR to continue a run)")
-    path = Path(out)
-    if (path / "last").exists() or (path / "config.json").exists():
-        raise ConfigError(f"{out} already holds a training run; continue it with --resume or choose another --out")
+    from ..train import refuse_existing_run  # imports torch: only for the commands that train
+
+    refuse_existing_run(out)
     check_writable(out, "--out", directory=True)
     return out
 

@@ -55,6 +55,7 @@ from genseq.train import (
     progress_from,
     load_optimizer_state,
     read_last,
+    refuse_existing_run,
     resolve_device,
     restore_process_rng,
     truncate_metrics,
@@ -470,12 +471,12 @@ def train_captioner(
 
     out_dir, config = Path(out_dir), config or CaptionTrainConfig()
     world = current_world(resolve_device(config.device))
+    if not resume and world.is_main:
+        refuse_existing_run(out_dir)  # before the data is read
     train_data, valid_data = data.load(config.seed)
     if resume:
         captioner = resume_captioner(out_dir)
     else:
-        if world.is_main and ((out_dir / "last").exists() or (out_dir / "config.json").exists()):
-            raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
         if tokenizer_path:
             tokenizer = Tokenizer.load(tokenizer_path)
         else:  # trained by rank 0 and sent to the other processes, so all hold the same one

@@ -36,7 +36,7 @@ from genseq.checkpoint import (
 from genseq.errors import ConfigError, DataError, TrainingError
 from genseq.train import (
     STATE_JSON, check_finite_training, checked_fields, deferred_interrupt, kept_checkpoints, load_optimizer_state,
-    plot_metrics, read_last, require_finite, resolve_device, restore_cuda_rng, truncate_metrics, write_last,
+    plot_metrics, read_last, refuse_existing_run, require_finite, resolve_device, restore_cuda_rng, truncate_metrics, write_last,
 )
 
 from .model import KIND, SentimentConfig, SentimentModel
@@ -277,8 +277,8 @@ def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig
     """Everything `genseq train sentiment` does (resume: continue the run in out_dir); returns the trainer."""
     config = config or SentimentTrainConfig()
     out_dir = Path(out_dir)
-    if not resume and ((out_dir / "config.json").exists() or (out_dir / "last").exists()):
-        raise ConfigError(f"{out_dir} already holds a training run; continue it with --resume or choose another --out")
+    if not resume:
+        refuse_existing_run(out_dir)
     train = load_examples(data, text_column, label_column, "train")
     held_out = load_examples(valid, text_column, label_column, "validation")
     if resume:
