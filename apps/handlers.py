@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import gradio as gr
 
 from genseq import GenseqError
+from genseq.memory import is_out_of_memory
 from genseq.plugins import TaskInfo, run_guarded
 from genseq.tasks import Input, Option, Output
 
@@ -170,7 +171,7 @@ def shown_errors(what: str):
 def unexpected_error(what: str, error: BaseException) -> gr.Error:
     """One sentence for an exception no check foresaw; its traceback goes to the server log, not to the client."""
     log.error("%s failed", what, exc_info=error)
-    if _out_of_memory(error):
+    if is_out_of_memory(error):
         return page_error(f"{what} ran out of memory on this request; try a shorter input or smaller settings "
                           "(fewer tokens, beams or sequences)")
     detail = (str(error).strip().splitlines() or [""])[0][:MAX_DETAIL]
@@ -178,7 +179,3 @@ def unexpected_error(what: str, error: BaseException) -> gr.Error:
                       "the server's log has the details")
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return isinstance(error, MemoryError) or isinstance(error, RuntimeError) and (
-        "can't allocate memory" in text or "out of memory" in text)

@@ -23,3 +23,10 @@ class CheckpointError(GenseqError):
 
 class TrainingError(GenseqError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message (at most limit characters; its type's name when it has none):
+    a library's multi-line dump stays out of a one-line report."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

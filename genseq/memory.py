@@ -97,12 +97,6 @@ def is_out_of_memory(error: BaseException) -> bool:
                                          "DefaultCPUAllocator", "not enough memory"))
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message: a library's multi-line dump stays out of a one-line report."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def _size(count: int) -> str:
     for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20)):
         if count >= scale:

@@ -127,7 +127,8 @@ def run_guarded(task_name: str, distribution: str, call, *args, **kwargs):
     except GenseqError:
         raise
     except Exception as error:
-        from .memory import first_line, is_out_of_memory
+        from .errors import first_line
+        from .memory import is_out_of_memory
 
         if is_out_of_memory(error):
             raise PluginError(f"task {task_name} needs more memory than this machine has for this input and these "

@@ -46,7 +46,7 @@ from .checkpoint import (
 )
 from .data import ContiguousBatches, StreamingBatches, TokenStream
 from .distributed import World
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError, first_line
 from .figures import png_bytes, pyplot
 from .model import LanguageModel, State, detach_state
 from .tokenizer import Tokenizer
@@ -590,7 +590,7 @@ def restore_cuda_rng(state: dict, device: torch.device, last: Path) -> None:
     try:
         torch.cuda.set_rng_state_all(saved)
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
-        raise unresumable(last, f"{STATE_TENSORS}: its CUDA random state is not one the GPUs take ({_first_line(error)})")
+        raise unresumable(last, f"{STATE_TENSORS}: its CUDA random state is not one the GPUs take ({first_line(error, 200)})")
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -612,7 +612,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, last: Pat
     try:
         optimizer.load_state_dict(saved)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
-        raise unresumable(last, f"{STATE_TENSORS}: the optimizer state does not load ({_first_line(error)})") from None
+        raise unresumable(last, f"{STATE_TENSORS}: the optimizer state does not load ({first_line(error, 200)})") from None
     for group, settings in zip(optimizer.param_groups, configured):
         group.update(settings)
 
@@ -674,7 +674,7 @@ def read_last(out_dir: str | Path) -> tuple[Path, dict, dict]:
     try:
         state = join_tensors(record.pop("state"), tensors)
     except (KeyError, TypeError, ValueError) as error:
-        raise unresumable(last, f"{STATE_JSON} refers to tensors {STATE_TENSORS} does not hold ({_first_line(error)})") from None
+        raise unresumable(last, f"{STATE_JSON} refers to tensors {STATE_TENSORS} does not hold ({first_line(error, 200)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("optimizer"), dict) or "rng" not in state:
         raise unresumable(last, f"{STATE_JSON}: its \"state\" does not hold the optimizer's and the random state")
     _check_random_states(state, last)
@@ -692,7 +692,7 @@ def _read_record(last: Path) -> dict:
     except CheckpointError as error:
         raise CheckpointError(f"{last} has no readable training state ({error}); {CANNOT_RESUME}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise unresumable(last, f"{STATE_JSON} is not valid JSON ({_first_line(error)})") from None
+        raise unresumable(last, f"{STATE_JSON} is not valid JSON ({first_line(error, 200)})") from None
     if not isinstance(record, dict) or "state" not in record:
         raise unresumable(last, f"{STATE_JSON} is not an object with a \"state\"")
     return record
@@ -709,7 +709,7 @@ def _check_random_states(state: dict, last: Path) -> None:
             torch.Generator().set_state(row.clone())  # a copy: a row's view at an offset crashes set_state
         except (AttributeError, RuntimeError, TypeError, ValueError) as error:
             raise unresumable(last, f"{STATE_TENSORS}: its random state is not one a generator takes "
-                                    f"({_first_line(error)})") from None
+                                    f"({first_line(error, 200)})") from None
     cuda = state.get("cuda_rng")
     if cuda is not None and not (isinstance(cuda, (list, tuple)) and all(
             isinstance(row, torch.Tensor) and row.dtype == torch.uint8 and row.dim() == 1 for row in cuda)):
@@ -719,10 +719,6 @@ def _check_random_states(state: dict, last: Path) -> None:
 def unresumable(last: Path, detail: str) -> CheckpointError:
     """The one sentence for a last/ whose files were read but hold something training cannot continue from."""
     return CheckpointError(f"{last} has a damaged training state ({detail}); {CANNOT_RESUME}")
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 def progress_from(progress_class: type, values: Any, path: Path):

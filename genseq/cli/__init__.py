@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genseq: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as error:
-        from ..memory import first_line, is_out_of_memory
+        from ..errors import first_line
+        from ..memory import is_out_of_memory
 
         if not is_out_of_memory(error):
             raise
