@@ -15,6 +15,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -31,6 +32,7 @@ from .images import page_error
 from .pool import TaskPool
 
 MODEL_PARAMETER = "model"
+UPDATE_INTERVAL = 0.05  # seconds between a stream's updates to the page: 20 a second reads as smooth
 MAX_DETAIL = 200  # characters of an unexpected error's first line shown to the client (allocator dumps run to pages)
 _END = object()
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class TaskCall:
         """Outputs (one value per output component) for each partial result of the task."""
         inputs, options, model = self._read(values)
         task = self._guarded(self.pool.get, self.info.task_class, model)
-        partials = on_one_thread(lambda: task.stream(inputs, **options))
+        partials = on_one_thread(lambda: task.stream(inputs, **options), every=UPDATE_INTERVAL)
         try:
             while (partial := self._guarded(next, partials, _END)) is not _END:
                 if isinstance(partial.get("error"), str):  # a task may report a bad item in its result
@@ -93,13 +95,16 @@ class TaskCall:
             raise page_error(str(error)) from error
 
 
-def on_one_thread(start: Callable[[], Iterator]) -> Iterator:
-    """The items of start(), produced on one thread of their own.
+def on_one_thread(start: Callable[[], Iterator], every: float = 0.0) -> Iterator:
+    """The items of start(), produced on one thread of their own, at most one per `every` seconds.
 
     Gradio resumes a streaming handler on whichever worker thread is free, but a
     plugin's generator may hold thread-local state across its yields (torch's
     inference or no-grad mode, for one), so it always resumes on the thread that
-    began it. (genseq's own engine leaves that mode at every yield.)
+    began it. (genseq's own engine leaves that mode at every yield.) Each partial
+    output is the full result so far, so when the page reads slower than the model
+    writes, only the newest is handed on: a fast model updates the page at a pace
+    the browser keeps up with, and the last result and any error always arrive.
     """
     items: queue.Queue = queue.Queue()
     stopped = threading.Event()
@@ -115,14 +120,24 @@ def on_one_thread(start: Callable[[], Iterator]) -> Iterator:
             items.put((False, error))
 
     threading.Thread(target=produce, daemon=True, name="genseq-task").start()
+    waiting = None  # an end or an error read while skipping ahead, handed on after the item before it
     try:
         while True:
-            ok, item = items.get()
+            ok, item = waiting or items.get()
+            waiting = None
             if not ok:
                 raise item
             if item is _END:
                 return
+            while waiting is None and not items.empty():
+                entry = items.get_nowait()
+                if entry[0] and entry[1] is not _END:
+                    item = entry[1]
+                else:
+                    waiting = entry
             yield item
+            if waiting is None:
+                time.sleep(every)
     finally:
         stopped.set()
 

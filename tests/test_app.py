@@ -505,3 +505,29 @@ def test_picking_a_suggestion_completes_the_last_word_or_follows_it():
     assert pick("Shall I compare thee to a sum", "summer") == "Shall I compare thee to a summer "
     assert pick("Shall I ", "compare") == "Shall I compare "
     assert pick("", "Shall") == "Shall "
+
+
+def test_a_stream_faster_than_its_reader_hands_on_the_newest_result_and_then_the_end():
+    on_one_thread = app_part("handlers").on_one_thread
+
+    def results():
+        yield from ({"text": "x" * length} for length in range(1, 2001))
+
+    seen = [item["text"] for item in on_one_thread(results, every=0.01)]
+    assert seen[-1] == "x" * 2000, "the last result was lost"
+    assert len(seen) < 2000, "every partial result was handed on although the reader was slower"
+    assert all(len(a) < len(b) for a, b in zip(seen, seen[1:]))
+
+
+def test_an_error_after_a_fast_stream_arrives_after_its_last_result():
+    on_one_thread = app_part("handlers").on_one_thread
+
+    def results():
+        yield from ({"text": "x" * length} for length in range(1, 101))
+        raise ValueError("the model gave up")
+
+    seen = []
+    with pytest.raises(ValueError, match="gave up"):
+        for item in on_one_thread(results, every=0.01):
+            seen.append(item["text"])
+    assert seen[-1] == "x" * 100
