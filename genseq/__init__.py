@@ -2,15 +2,27 @@
 
 The core knows no task: a language model, its tokenizer, data, training,
 evaluation, checkpoints and the generation engine. Tasks are plugins.
+
+The names below are imported on first use, so `import genseq.tasks` (and
+`genseq tasks`) stays free of torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, ConfigError, DataError, GenseqError, TrainingError  # noqa: E402
-from .model import LanguageModel, ModelConfig  # noqa: E402
-from .tokenizer import Tokenizer  # noqa: E402
-from .checkpoint import from_pretrained, save_pretrained  # noqa: E402
-from .defaults import default_model_dir  # noqa: E402
+
+_LAZY = {
+    "LanguageModel": ".model",
+    "ModelConfig": ".model",
+    "Tokenizer": ".tokenizer",
+    "from_pretrained": ".checkpoint",
+    "save_pretrained": ".checkpoint",
+    "default_model_dir": ".defaults",
+}
 
 __all__ = [
     "CheckpointError",
@@ -25,3 +37,15 @@ __all__ = [
     "from_pretrained",
     "save_pretrained",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'genseq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
