@@ -34,7 +34,7 @@ FIXTURE = str(Path(__file__).resolve().parent.parent / "tests" / "data" / "corpu
 def run(out: Path, data: str, steps: int, processes: int, threads: int, batch: int, bptt: int, tokenizer=None) -> float:
     """Trains into out; -> global tokens per training second."""
     vocabulary = ["--tokenizer", str(tokenizer)] if tokenizer else ["--vocab-size", "1000"]
-    argv = ["train", "lm", "--data", data, "--out", str(out), *vocabulary, "--embedding-size", "256",
+    argv = ["train", "completion", "--data", data, "--out", str(out), *vocabulary, "--embedding-size", "256",
             "--hidden-size", "512", "--layers", "2", "--batch-size", str(batch), "--bptt", str(bptt),
             "--max-steps", str(steps), "--warmup-steps", "0", "--eval-every", str(steps), "--patience", "0",
             "--no-progress", "--device", "cpu"]

@@ -58,8 +58,8 @@ def reference_steps(model, optimizer, batches, steps, state):
 
 
 def genseq_steps(trainer, batches, steps):
-    for inputs, targets in batches[:steps]:
-        trainer.train_step(inputs, targets)
+    for batch in batches[:steps]:
+        trainer.train_step(batch)
 
 
 def main():

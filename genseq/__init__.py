@@ -9,11 +9,10 @@ The names below are imported on first use, so `import genseq.tasks` (and
 
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, ConfigError, DataError, GenseqError, TrainingError  # noqa: E402
+from .lazy import lazy_attributes  # noqa: E402
 
 _LAZY = {
     "LanguageModel": ".model",
@@ -39,13 +38,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'genseq' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -468,18 +468,67 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         ) from None
 
 
-def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Load (model, tokenizer) from a checkpoint directory or hub id; the model is in eval mode."""
-    directory = resolve(name_or_path)
-    config = read_config(directory, kind="lm")
-    weights_path = directory / WEIGHTS_FILE
+# ---- the one loader ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """One kind of model as checkpoints hold it: config.json's "kind", the dataclass of its "model_config"
+    (or one per part, for a model_config of parts such as {"encoder": ..., "decoder": ...}), and
+    build(model_config, tokenizer), which makes the model with fresh weights."""
+
+    name: str
+    config: type | dict[str, type]
+    build: Callable[[Any, Tokenizer], torch.nn.Module]
+
+    def model_config(self, values: Any, path: Path, header: dict[str, tuple[int, ...]]) -> Any:
+        """The checked config (or dict of configs) of a config.json's model_config; see model_config_from."""
+        if not isinstance(self.config, dict):
+            return model_config_from(self.config, values, path, header)
+        if not isinstance(values, dict) or not set(self.config) <= set(values):
+            parts = " and ".join(f'"{part}"' for part in self.config)
+            raise CheckpointError(f"{path} has an invalid {self.name} model_config (it needs {parts})")
+        return {part: model_config_from(config, values[part], path, header) for part, config in self.config.items()}
+
+
+def build_saved(directory: str | os.PathLike, kind: ModelKind) -> tuple[torch.nn.Module, Tokenizer]:
+    """(the model a checkpoint directory describes, with fresh weights; its tokenizer), every file checked:
+    config.json's kind and fields, the weights file's header, the tokenizer, and the model's shapes
+    against the header by a dry run that allocates nothing. Loading the weights is load_checkpoint's
+    (or a resumed run's) part."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    config = read_config(directory, kind=kind.name)
     header = read_header(weights_path)
-    model_config = model_config_from(ModelConfig, config.get("model_config"), directory / CONFIG_FILE, header)
+    model_config = kind.model_config(config.get("model_config"), config_path, header)
     tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise CheckpointError(
-            f"{directory / TOKENIZER_FILE} has {tokenizer.vocab_size} pieces but the model expects {model_config.vocab_size}"
-        )
-    model = build_checked(lambda: LanguageModel(model_config), header, weights_path)
-    load_weights(model, read_weights(weights_path), weights_path)
+
+    def build() -> torch.nn.Module:
+        try:
+            return kind.build(model_config, tokenizer)
+        except GenseqError as error:
+            raise CheckpointError(f"{config_path}: {error}") from None
+
+    return build_checked(build, header, weights_path), tokenizer
+
+
+def load_checkpoint(name_or_path: str | os.PathLike, kind: ModelKind,
+                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Tokenizer]:
+    """(model, tokenizer) of a checkpoint directory or hub id holding a model of kind, checked before anything
+    is allocated (build_saved) and its weights before they are loaded; the model is in eval mode."""
+    directory = resolve(name_or_path)
+    model, tokenizer = build_saved(directory, kind)
+    load_weights(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
     return model.to(device).eval(), tokenizer
+
+
+def build_language_model(config: ModelConfig, tokenizer: Tokenizer) -> LanguageModel:
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(f"{TOKENIZER_FILE} has {tokenizer.vocab_size} pieces but the model expects {config.vocab_size}")
+    return LanguageModel(config)
+
+
+LANGUAGE_MODEL = ModelKind("lm", ModelConfig, build_language_model)
+
+
+def from_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Load (model, tokenizer) of a language model from a checkpoint directory or hub id; the model is in eval mode."""
+    return load_checkpoint(name_or_path, LANGUAGE_MODEL, device)

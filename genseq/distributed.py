@@ -1,6 +1,6 @@
 """Data-parallel training on PyTorch's own engine: torchrun starts the processes, DDP syncs the gradients.
 
-    torchrun --nproc_per_node=2 -m genseq train lm --data corpus.txt --out runs/lm
+    torchrun --nproc_per_node=2 -m genseq train completion --data corpus.txt --out runs/lm
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous variables; World
 reads them and joins the process group (gloo on CPU, nccl on CUDA). A run

@@ -127,7 +127,13 @@ class LanguageModel(nn.Module):
         features, state = self.encode(ids, state)
         return self.logits(features), state
 
-    # ---- incremental decoding ------------------------------------------
+    # ---- incremental decoding (genseq.generation.DecodableModel) ----------
+    prompt_state = ()  # every state entry follows its sequence
+
+    @property
+    def network(self) -> "LanguageModel":
+        return self
+
     def stepper(self, make_linear: "Callable[[Tensor, Tensor], Callable[[Tensor], Tensor]] | None" = None) -> "FusedStep":
         """A fast one-token step over the current weights (inference only; rebuild after training).
 

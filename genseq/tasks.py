@@ -13,10 +13,14 @@ import importlib
 import sys
 import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from .errors import ConfigError
 
+# The contract's version: a task declaring another major version was built for a contract this genseq
+# does not offer, and is listed as incompatible instead of loaded.
+API_VERSION = "1.0"
 INPUT_KINDS = ("text", "image")
 OUTPUT_KINDS = ("text", "ranked", "image", "label", "number", "json")
 # ranked: a list of {"label", "prob"} most likely first; label: {"label", "prob"}.
@@ -47,7 +51,13 @@ class Output(_Port):
 
 @dataclass(frozen=True)
 class Option:
-    """A typed option with a default; numbers may have bounds, strings a list of choices."""
+    """A typed option with a default; numbers may have bounds, strings a list of choices (a tuple option: a
+    subset of them).
+
+    How front ends present it: advanced options sit under the web app's "More options"; a server_side one
+    (a path the server writes, say) is the command line's alone and never reaches a web or API client;
+    app_default, when not None, is the value the web app's control starts at instead of default.
+    """
 
     name: str
     default: Any
@@ -57,10 +67,18 @@ class Option:
     maximum: float | None = None
     exclusive_minimum: bool = False  # (minimum, maximum] instead of [minimum, maximum]
     choices: tuple | None = None
+    advanced: bool = False
+    server_side: bool = False
+    app_default: Any = None
 
     @property
     def value_type(self) -> type:
         return self.type or type(self.default)
+
+    @property
+    def shown_default(self) -> Any:
+        """The value the web app's control starts at."""
+        return self.default if self.app_default is None else self.app_default
 
     def check(self, value: Any) -> Any:
         """Return value converted to the option's type, or raise ConfigError naming the option and its range."""
@@ -77,13 +95,19 @@ class Option:
             converted = kind(value)
         except (TypeError, ValueError):
             raise ConfigError(f"option {self.name} must be {kind.__name__}, not {value!r}") from None
-        if self.choices is not None and converted not in self.choices:
-            raise ConfigError(f"option {self.name} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+        if self.choices is not None and not self._among_choices(converted):
+            what = "only items among" if kind in (tuple, list) else "one of"
+            raise ConfigError(f"option {self.name} must be {what} {', '.join(map(str, self.choices))}, not {value!r}")
         low_ok = self.minimum is None or (converted > self.minimum if self.exclusive_minimum else converted >= self.minimum)
         high_ok = self.maximum is None or converted <= self.maximum
         if not (low_ok and high_ok):
             raise ConfigError(f"option {self.name} must be in {self.range_text()}, not {value!r}")
         return converted
+
+    def _among_choices(self, value) -> bool:
+        if self.value_type in (tuple, list):
+            return all(item in self.choices for item in value)
+        return value in self.choices
 
     def range_text(self) -> str:
         low = "-inf" if self.minimum is None else _number_text(self.minimum)
@@ -101,15 +125,39 @@ def _number_text(bound: float) -> str:
     return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
+@dataclass(frozen=True)
+class Action:
+    """A secondary way to run the task from its web tab: a button of its own that runs the task with the task's
+    options named here and shows the outputs named here (API name TASK_ACTION, e.g. /completion_suggest).
+
+    The main Run leaves those options at their defaults and those outputs alone. continues names a text input:
+    a label picked from the action's first (ranked) output continues that input (it completes the word the
+    input ends in, or follows it after a space), and the action runs again on the longer input.
+    """
+
+    name: str
+    label: str  # the button's text
+    options: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    continues: str | None = None
+
+
 class Task:
     """Base class of every task plugin. Subclasses set the class attributes and implement load and predict."""
 
+    api_version: ClassVar[str] = API_VERSION  # the contract version the task is written for
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]] = ()
     outputs: ClassVar[tuple[Output, ...]] = ()
     options: ClassVar[tuple[Option, ...]] = ()
     echo_input: ClassVar[str | None] = None  # a text input that the first text output continues
+    # What the web app shows beside the inputs and outputs:
+    examples: ClassVar[tuple[dict, ...]] = ()  # example inputs {input name: value}; image paths relative to the package
+    actions: ClassVar[tuple[Action, ...]] = ()  # secondary buttons, such as completion's "Suggest next words"
+    # The checkpoint kinds (config.json "kind") load() takes, offered in the tab's model box: () for a task that
+    # loads no checkpoint (no model box), None when undeclared (every checkpoint is offered).
+    model_kinds: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, model: str | None = None, device: str = "cpu"):
         self.model_path, self.device = model, device
@@ -133,6 +181,11 @@ class Task:
     def stream_refusal(cls, options: dict) -> str | None:
         """Why predict_stream gives only the final output for these checked options, or None when it streams."""
         return None
+
+    @classmethod
+    def streams(cls) -> bool:
+        """Whether the task yields partial outputs (it overrides predict_stream), so a front end can offer Stop."""
+        return cls.predict_stream is not Task.predict_stream
 
     # ---- optional: `genseq train NAME` and `genseq eval NAME` ----------------------
     # Either override these classmethods, or name a module in `commands` that defines
@@ -205,13 +258,14 @@ class Task:
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
-        """All options with defaults filled in; unknown or out-of-range ones raise ConfigError."""
+        """All options with defaults filled in, as CheckedOptions; unknown or out-of-range ones raise ConfigError."""
         known = {option.name: option for option in cls.options}
         unknown = sorted(set(options) - set(known))
         if unknown:
             valid = ", ".join(known) or "none"
             raise ConfigError(f"task {cls.name} has no option {', '.join(unknown)}; its options are: {valid}")
-        return {name: option.check(options[name]) if name in options else option.default for name, option in known.items()}
+        checked = {name: option.check(options[name]) if name in options else option.default for name, option in known.items()}
+        return CheckedOptions(checked, given={name for name in options if checked[name] != known[name].default})
 
     @classmethod
     def check_inputs(cls, inputs: dict) -> dict:
@@ -219,6 +273,29 @@ class Task:
         if missing:
             raise ConfigError(f"task {cls.name} needs the input {', '.join(missing)}")
         return inputs
+
+    @classmethod
+    def example_inputs(cls) -> list[dict]:
+        """The declared examples, with each image input's relative path resolved against the task's package."""
+        folder = Path(sys.modules[cls.__module__].__file__).parent
+        images = {item.name for item in cls.inputs if item.kind == "image"}
+        return [{name: str(folder / value) if name in images else value for name, value in example.items()}
+                for example in cls.examples]
+
+    @classmethod
+    def check_declaration(cls) -> None:
+        """Raise ConfigError when an example or action names an input, option or output the task does not declare."""
+        inputs, options = {item.name for item in cls.inputs}, {option.name for option in cls.options}
+        outputs, texts = {item.name for item in cls.outputs}, {item.name for item in cls.inputs if item.kind == "text"}
+        for example in cls.examples:
+            _check_names(f"an example of task {cls.name}", "input", set(example), inputs)
+        for action in cls.actions:
+            where = f"action {action.name} of task {cls.name}"
+            _check_names(where, "option", set(action.options), options)
+            _check_names(where, "output", set(action.outputs), outputs)
+            if action.continues is not None and (action.continues not in texts or not action.outputs):
+                raise ConfigError(f"{where} continues {action.continues!r}, which needs a text input of that name "
+                                  "and an output to pick from")
 
     @classmethod
     def describe(cls) -> dict:
@@ -229,4 +306,138 @@ class Task:
             "inputs": [asdict(item) for item in cls.inputs],
             "outputs": [asdict(item) for item in cls.outputs],
             "options": [option.describe() for option in cls.options],
+            "actions": [asdict(action) for action in cls.actions],
+            "examples": list(cls.examples),
+            "model_kinds": None if cls.model_kinds is None else list(cls.model_kinds),
         }
+
+
+def _check_names(where: str, role: str, named: set[str], declared: set[str]) -> None:
+    unknown = sorted(named - declared)
+    if unknown:
+        raise ConfigError(f"{where} names the {role} {', '.join(unknown)}, which the task does not declare; "
+                          f"its {role}s: {', '.join(sorted(declared)) or 'none'}")
+
+
+# ==== checked options and the generation engine's options =====================================================
+# A generative task lists generation_options() among its options (overriding defaults or leaving some out) and
+# turns the checked values into a GenerationConfig with generation_config(), so every task offers the same
+# names, bounds and checks. The engine's config module imports no torch, and only these functions import it.
+
+
+class CheckedOptions(dict):
+    """A task's options, checked and with the defaults filled in; .given names those the caller chose.
+
+    An option passed at its declared default counts as not given: a front end such
+    as the web app passes every control's value, and there a choice cannot be told
+    from the default. generation_config lets the others yield to beam search.
+    """
+
+    def __init__(self, values: dict, given: set[str] = frozenset()):
+        super().__init__(values)
+        self.given = frozenset(given)
+
+
+# task option name -> GenerationConfig field, where they differ
+_FIELDS = {"no_repeat_ngram": "no_repeat_ngram_size", "banned_ids": "banned_token_ids"}
+# What None means for an option that a task may declare with the default None although the engine's is a number
+_NONE_MEANS = {"num_return_sequences": "none: one per beam (one when sampling)"}
+
+
+def generation_options(without: tuple[str, ...] = (), **defaults) -> tuple[Option, ...]:
+    """The engine's options, less those named in without, with defaults overridden by keyword.
+
+    num_return_sequences=None returns one sequence per beam (one when sampling) unless the caller asks for more.
+    """
+    options = _engine_options()
+    unknown = (set(without) | set(defaults)) - {option.name for option in options}
+    if unknown:
+        raise ValueError(f"no generation option {', '.join(sorted(unknown))}")
+    return tuple(_with_default(option, defaults.get(option.name, option.default))
+                 for option in options if option.name not in without)
+
+
+def generation_config(options: dict):
+    """The GenerationConfig of checked task options (others are ignored) and its seed.
+
+    The options the caller did not give (all but options.given, from check_options;
+    every option of a plain dict counts as given) are defaults, which yield to beam
+    search instead of conflicting with it (GenerationConfig.defaulted).
+    max_new_tokens above the engine's cap is capped with a warning; without a
+    seed a fresh one is drawn, so the run can be repeated.
+    """
+    import secrets
+    import warnings
+
+    from .generation.config import MAX_NEW_TOKENS, GenerationConfig
+
+    fields = {option.name: _FIELDS.get(option.name, option.name) for option in _engine_options() if option.name in options}
+    engine = {field: options[name] for name, field in fields.items()}
+    given = getattr(options, "given", options.keys())
+    engine["defaulted"] = frozenset(field for name, field in fields.items() if name not in given)
+    if engine.get("num_return_sequences", 1) is None:
+        engine["num_return_sequences"] = engine.get("num_beams", 1)
+    if "banned_token_ids" in engine:
+        engine["banned_token_ids"] = _token_ids(engine["banned_token_ids"])
+    if engine.get("min_new_tokens", 0) > engine.get("max_new_tokens", MAX_NEW_TOKENS):
+        raise ConfigError(f"option min_new_tokens ({engine['min_new_tokens']}) must not exceed max_new_tokens "
+                          f"({engine['max_new_tokens']}); lower it or raise max_new_tokens")
+    if engine.get("max_new_tokens", 0) > MAX_NEW_TOKENS:
+        warnings.warn(f"max_new_tokens {engine['max_new_tokens']} is capped at {MAX_NEW_TOKENS}", stacklevel=3)
+        engine["max_new_tokens"] = MAX_NEW_TOKENS
+        engine["min_new_tokens"] = min(engine.get("min_new_tokens", 0), MAX_NEW_TOKENS)  # within the cap, as asked
+    if engine.get("seed") is None:
+        engine["seed"] = secrets.randbits(31)
+    return GenerationConfig(**engine), engine["seed"]
+
+
+def _engine_options() -> tuple[Option, ...]:
+    from .generation.config import PRECISIONS
+
+    return (
+        Option("max_new_tokens", 100, "tokens to generate at most", minimum=1),
+        Option("temperature", 1.0, "sampling temperature; 0 is greedy", minimum=0.0),
+        Option("top_k", 0, "keep the k most likely tokens; 0 keeps all", minimum=0),
+        Option("top_p", 1.0, "keep the most likely tokens holding this probability", minimum=0.0, maximum=1.0,
+               exclusive_minimum=True),
+        Option("min_p", 0.0, "drop tokens less likely than this times the best one", minimum=0.0, maximum=1.0,
+               advanced=True),
+        Option("typical_p", 1.0, "locally typical sampling mass", minimum=0.0, maximum=1.0, exclusive_minimum=True,
+               advanced=True),
+        Option("repetition_penalty", 1.0, "above 1 makes tokens already seen less likely", minimum=0.0,
+               exclusive_minimum=True, advanced=True),
+        Option("no_repeat_ngram", 0, "never repeat an n-gram of this many tokens; 0 allows all", minimum=0,
+               advanced=True),
+        Option("min_new_tokens", 0, "the end of text is masked until this many tokens", minimum=0,
+               advanced=True),
+        Option("num_beams", 1, "beam search with this many beams; 1 samples", minimum=1, maximum=64),
+        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this", advanced=True),
+        Option("num_return_sequences", 1, "continuations to return", type=int, minimum=1, maximum=64,
+               advanced=True),
+        Option("stop", (), "stop when the text contains one of these strings (left out of it)", type=tuple,
+               advanced=True),
+        Option("banned_ids", (), "token ids never generated", type=tuple, advanced=True),
+        Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True,
+               advanced=True),
+        Option("seed", None, "seed of the sampling; none draws a fresh one (reported in the JSON)", type=int, minimum=0,
+               maximum=2**63 - 1),
+        Option("precision", "fp32", "of the decoding step; auto: the faster of fp32 and bf16 here, measured; "
+               "int8: fastest on most CPUs, +0.3% perplexity", choices=PRECISIONS, advanced=True),
+    )
+
+
+def _with_default(option: Option, default) -> Option:
+    """option with another default; None only where the engine's default is None or _NONE_MEANS says what it does."""
+    fields = {**vars(option), "default": default}
+    if default is None and option.default is not None:
+        if option.name not in _NONE_MEANS:
+            raise ValueError(f"generation option {option.name} cannot default to None")
+        fields["help"] = f"{option.help}; {_NONE_MEANS[option.name]}"
+    return Option(**fields)
+
+
+def _token_ids(values) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option banned_ids must hold token ids (integers), not {list(values)!r}") from None

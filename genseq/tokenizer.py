@@ -4,6 +4,11 @@ Newlines are handled here rather than by SentencePiece: each line is encoded on
 its own (so a word starts with the same piece at the start of a line as in the
 middle of one) and lines are joined by the byte piece for "\\n". Byte fallback
 means no input character is ever unknown, and decode(encode(text)) == text.
+
+The model types are SentencePiece's: unigram and bpe learn word pieces, char
+keeps one piece per character (the vocabulary size then caps how many of the
+most frequent characters get a piece; the others are spelt in bytes). Every
+type needs at least MIN_VOCAB_SIZE pieces and is saved in the same file format.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from .errors import CheckpointError, ConfigError, DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NEWLINE_PIECE = "<0x0A>"
-MODEL_TYPES = ("unigram", "bpe")
-# SentencePiece reserves 256 byte pieces plus the four special ids.
+MODEL_TYPES = ("unigram", "bpe", "char")
+# The 256 byte pieces, the four special ids and at least one piece of text.
 MIN_VOCAB_SIZE = 256 + 4 + 1
 # SentencePiece skips, without a word, training sentences longer than this many bytes; longer
 # lines are cut into pieces before they reach it. Pieces of 1 KiB train ten times faster than
@@ -62,7 +67,11 @@ class Tokenizer:
         model_type: str = "unigram",
         max_sentences: int = 2_000_000,
     ) -> "Tokenizer":
-        """Train on an iterator of texts; each is split into lines, none is held whole."""
+        """Train on an iterator of texts; each is split into lines, none is held whole.
+
+        vocab_size is the number of pieces, at least MIN_VOCAB_SIZE; for model_type "char" it is an upper
+        bound, as a corpus has only so many characters.
+        """
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"tokenizer type must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
         if vocab_size < MIN_VOCAB_SIZE:

@@ -21,9 +21,9 @@ fi
 args=(--data "$DATA/*/train/*.txt" --valid "$DATA/*/valid/*.txt" --max-time $BUDGET --precision auto
       --eval-every 1500 --checkpoint-minutes 5 --no-progress)
 if [ -d "$RUN/last" ]; then
-  genseq train lm "${args[@]}" --resume "$RUN"
+  genseq train completion "${args[@]}" --resume "$RUN"
 else
-  genseq train lm "${args[@]}" --out "$RUN" \
+  genseq train completion "${args[@]}" --out "$RUN" \
     --vocab-size 8000 --embedding-size 320 --hidden-size 640 --layers 2 --projection-size 320 --tie-weights \
     --embedding-dropout 0.1 --layer-dropout 0.2 --output-dropout 0.2 \
     --batch-size 32 --bptt 64 --lr 3e-3 --warmup-steps 200 --schedule cosine --clip-grad-norm 1.0 \
@@ -31,6 +31,6 @@ else
 fi
 wait
 for corpus in "$DATA"/*/; do
-  echo "$(basename "$corpus") $(genseq eval lm --model "$RUN" --data "$corpus/valid" --json)"
+  echo "$(basename "$corpus") $(genseq eval completion --model "$RUN" --data "$corpus/valid" --json)"
 done
 cat "$RUN-word-baseline/report.json"

@@ -16,7 +16,7 @@ anneals within a budget shorter than one epoch.
 
 The report gives, per corpus, the word perplexity over the valid split: the
 exp of the total NLL of the text (words and line ends) divided by its
-whitespace-separated word count, the same quantity `genseq eval lm` reports as
+whitespace-separated word count, the same quantity `genseq eval completion` reports as
 word_perplexity, so the two models are scored on the same units.
 """
 

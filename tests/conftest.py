@@ -74,12 +74,12 @@ def tiny_config(tokenizer) -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, train_file, valid_file) -> Path:
-    """A run directory from `genseq train lm` on the tiny corpus (a few seconds)."""
+    """A run directory from `genseq train completion` on the tiny corpus (a few seconds)."""
     from genseq.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     code = main([
-        "train", "lm", "--data", str(train_file), "--valid", str(valid_file), "--out", str(out),
+        "train", "completion", "--data", str(train_file), "--valid", str(valid_file), "--out", str(out),
         "--vocab-size", "400", "--embedding-size", "32", "--hidden-size", "48", "--batch-size", "8",
         "--bptt", "16", "--max-steps", "40", "--warmup-steps", "5", "--no-progress",
     ])

@@ -25,11 +25,13 @@ class Echo(Task):
 '''
 
 
-def make_distribution(root: Path, distribution: str, tasks: dict[str, str], module: str, source: str, version="1.0") -> None:
+def make_distribution(root: Path, distribution: str, tasks: dict[str, str], module: str, source: str, version="1.0",
+                      summary: str = "") -> None:
     """Write module.py and a dist-info registering tasks {name: "module:Class"} in genseq.tasks."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    summary_line = f"Summary: {summary}\n" if summary else ""
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n{summary_line}")
     lines = "".join(f"{name} = {target}\n" for name, target in tasks.items())
     (info / "entry_points.txt").write_text(f"[genseq.tasks]\n{lines}")

@@ -1,9 +1,10 @@
 """The web app in-process: every tab's endpoint through gradio_client (text, image, streaming, errors).
 
 The server runs in this process on a loopback port with a tiny trained checkpoint
-as the completion model, the example perplexity plugin, and three throwaway
+as the completion model, the example perplexity plugin, and four throwaway
 plugins: an image task shaped like captioning, a text task that counts its model
-loads, and one that fails to import.
+loads, a streaming text task declaring an action, examples and advanced and
+server-side options, and one that fails to import.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
+import genseq_web
 from genseq import ConfigError
 from genseq.cli import main
-from genseq.cli.serve import load_app_module
 from genseq.plugins import discover
+from genseq_web import access, handlers, images, tabs
+from genseq_web.pool import TaskPool
 from plugin_helpers import GOOD_TASK, make_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = ROOT / "examples" / "genseq-perplexity"
-EXAMPLE_IMAGE = ROOT / "apps" / "examples" / "captioning" / "shark.png"
+EXAMPLE_IMAGE = ROOT / "plugins" / "genseq_captioning" / "examples" / "shark.png"
 SHAPE_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
 
 IMAGE_TASK = '''
@@ -43,7 +46,9 @@ class Describe(Task):
     description = "Name an image's main colour and size."
     inputs = (Input("image", "image"),)
     outputs = (Output("caption", "text"), Output("captions", "ranked"), Output("attention", "image"))
-    options = (Option("num_beams", 1, "beams", minimum=1, maximum=4),)
+    options = (Option("num_beams", 1, "beams", minimum=1, maximum=4),
+               Option("save_to", None, "a file on the server", type=str, server_side=True))
+    model_kinds = ()
 
     def load(self, model_path):
         return None
@@ -59,6 +64,38 @@ def describe(image):
         "captions": [{"label": f"a {colour} picture", "prob": 0.75}, {"label": "a picture", "prob": 0.25}],
         "attention": ImageOps.grayscale(image),
     }
+'''
+
+WORDS_TASK = '''
+from genseq.tasks import Action, Input, Option, Output, Task
+
+class Words(Task):
+    """Declares what the built-in tasks declare: a streamed text, an action whose picks continue the input,
+    examples, an advanced option and one with a value of its own in the app."""
+    name = "words"
+    description = "Spell a text out word by word, or list its words."
+    inputs = (Input("text", "text"),)
+    outputs = (Output("spelled", "text"), Output("words", "ranked"))
+    options = (Option("shout", False, "upper case", advanced=True),
+               Option("count", 0, "list this many words instead", minimum=0, maximum=9, app_default=2))
+    actions = (Action("list", "List words", options=("count",), outputs=("words",), continues="text"),)
+    examples = ({"text": "one two three"},)
+    model_kinds = ("captioner",)
+
+    def load(self, model_path):
+        return None
+
+    def predict(self, model, batch, options):
+        return [list(self.predict_stream(model, item, options))[-1] for item in batch]
+
+    def predict_stream(self, model, inputs, options):
+        words = inputs["text"].split()
+        if options["count"]:
+            yield {"words": [{"label": word, "prob": 1 / len(words)} for word in words[-options["count"]:]]}
+            return
+        for end in range(1, len(words) + 1):
+            text = " ".join(words[:end])
+            yield {"spelled": text.upper() if options["shout"] else text}
 '''
 
 
@@ -106,6 +143,7 @@ def plugins(tmp_path_factory):
     root = tmp_path_factory.mktemp("webapp_plugins")
     make_distribution(root, "genseq-describe", {"describe": "webapp_describe:Describe"}, "webapp_describe", IMAGE_TASK)
     make_distribution(root, "genseq-echo", {"echo": "webapp_echo:Echo"}, "webapp_echo", GOOD_TASK.format(name="echo"))
+    make_distribution(root, "genseq-words", {"words": "webapp_words:Words"}, "webapp_words", WORDS_TASK)
     make_distribution(root, "genseq-broken", {"broken": "webapp_broken:Task"}, "webapp_broken",
                       "raise ImportError('needs a library that is not installed')")
     register_example_plugin(root)
@@ -113,7 +151,7 @@ def plugins(tmp_path_factory):
         patch.syspath_prepend(str(root))
         patch.syspath_prepend(str(EXAMPLE_PLUGIN))
         yield root
-    for module in ("webapp_describe", "webapp_echo", "webapp_broken", "genseq_perplexity"):
+    for module in ("webapp_describe", "webapp_echo", "webapp_words", "webapp_broken", "genseq_perplexity"):
         sys.modules.pop(module, None)
 
 
@@ -149,12 +187,6 @@ def tiny_captioner(tmp_path_factory, tokenizer) -> Path | None:
     return out
 
 
-def app_part(name: str):
-    """A module of the app (apps.pool, apps.tabs ...), imported the way `genseq serve` imports it."""
-    load_app_module()
-    return sys.modules[f"apps.{name}"]
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -177,13 +209,11 @@ def models_dir(tmp_path_factory, trained_run) -> Path:
 @pytest.fixture(scope="module")
 def server(plugins, trained_run, tiny_captioner, outbound, tmp_path_factory):
     """The app's URL on a loopback port, with tiny checkpoints as the models of its tabs; outbound records from here on."""
-    app_module = load_app_module()
     models = {"completion": trained_run, "perplexity": trained_run}
     if tiny_captioner:
         models["captioning"] = tiny_captioner
-    app = app_module.build_app(models, pool=app_part("pool").TaskPool(),
-                               models_dir=served_models(tmp_path_factory, trained_run))
-    _, url, _ = app_module.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    app = genseq_web.build_app(models, pool=TaskPool(), models_dir=served_models(tmp_path_factory, trained_run))
+    _, url, _ = genseq_web.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
 
@@ -205,7 +235,8 @@ def picture(path: Path, size=(40, 30), colour=(200, 20, 20)) -> Path:
 # ---- the API ----------------------------------------------------------------------------
 def test_every_usable_task_has_a_tab_with_a_stable_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/completion", "/completion_suggest", "/describe", "/echo", "/perplexity"} <= set(endpoints)
+    assert {"/completion", "/completion_suggest", "/describe", "/echo", "/perplexity", "/gates", "/gradients",
+            "/words", "/words_list"} <= set(endpoints)
     assert not any("broken" in name for name in endpoints)
     names = [parameter["parameter_name"] for parameter in endpoints["/completion"]["parameters"]]
     assert names[:5] == ["prompt", "max_new_tokens", "temperature", "top_k", "top_p"]
@@ -292,13 +323,13 @@ def test_the_model_box_says_the_same_of_every_directory_outside_the_servers_mode
 def test_a_checkpoint_in_the_models_directory_loads_and_is_listed(client, models_dir):
     text, _ = client.predict(prompt="Thy", max_new_tokens=3, model=str(models_dir / "tiny"), api_name="/completion")
     assert isinstance(text, str)
-    assert app_part("access").ServerAccess(models_dir=models_dir).checkpoint_dirs() == [str(models_dir / "tiny")]
+    assert access.ServerAccess(models_dir=models_dir).checkpoint_dirs() == [str(models_dir / "tiny")]
     assert "is not a checkpoint directory; choose one listed" in refusal(client, prompt="x", api_name="/completion",
                                                                          model=str(models_dir / "absent"))
 
 
 def test_a_text_over_the_servers_limit_is_refused_with_a_message(client):
-    limit = app_part("access").DEFAULT_MAX_PROMPT_CHARS
+    limit = access.DEFAULT_MAX_PROMPT_CHARS
     too_long = "Shall I compare thee " * (limit // 21 + 1)
     expected = f"has {len(too_long):,} characters; this server takes at most {limit:,}: shorten it"
     assert f"the prompt {expected}" in refusal(client, prompt=too_long, api_name="/completion")
@@ -313,16 +344,16 @@ def test_a_text_over_the_servers_limit_is_refused_with_a_message(client):
 
 def test_a_long_prompt_completes_and_gets_suggestions_under_a_raised_limit(plugins, trained_run):
     completion = next(info for info in discover() if info.name == "completion")
-    task_class, handlers = completion.task_class, app_part("handlers")
-    access = app_part("access").ServerAccess([str(trained_run)], max_prompt_chars=200_000)
+    task_class = completion.task_class
+    server = access.ServerAccess([str(trained_run)], max_prompt_chars=200_000)
     option = {option.name: option for option in task_class.options}
     prompt = "From fairest creatures we desire increase,\n" * 2_500  # 107,500 characters: 5 times the default limit
     outputs = {item.name: item for item in task_class.outputs}
-    pool = app_part("pool").TaskPool()
+    pool = TaskPool()
     generate = handlers.TaskCall(completion, pool, list(task_class.inputs), [option["max_new_tokens"]],
-                                 [outputs["text"]], access)
+                                 [outputs["text"]], server)
     suggest = handlers.TaskCall(completion, pool, list(task_class.inputs), [option["suggest"]], [outputs["suggestions"]],
-                                access)
+                                server)
     assert isinstance(list(handlers.make_handler(generate)(prompt, 4, str(trained_run)))[-1], str)
     assert len(list(handlers.make_handler(suggest)(prompt, 3, str(trained_run)))[-1]) == 3
 
@@ -346,8 +377,8 @@ def test_an_unforeseen_failure_reaches_the_client_as_one_sentence(client, monkey
     assert "task completion failed on this request (ZeroDivisionError: division by zero); the server's log" \
         in refusal(client, prompt="x", api_name="/completion")
     monkeypatch.setattr(genseq.gates, "inspect_text", bug)
-    assert "the Inspect tab failed on this request (ZeroDivisionError: division by zero)" \
-        in refusal(client, text="x", layer=0, api_name="/inspect")
+    assert "task gates failed on this request (ZeroDivisionError: division by zero)" \
+        in refusal(client, text="x", layer=0, api_name="/gates")
 
 
 # ---- images -------------------------------------------------------------------------------
@@ -368,7 +399,7 @@ def test_bad_uploads_get_a_message_and_the_tab_keeps_working(client, tmp_path, m
         client.predict(image=handle_file(truncated), api_name="/describe")
     with pytest.raises(AppError, match="Add an image"):
         client.predict(api_name="/describe")
-    monkeypatch.setattr(app_part("images"), "MAX_PIXELS", 1000)  # 40x30 is 1200 pixels
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)  # 40x30 is 1200 pixels
     with pytest.raises(AppError, match="The image is 40x30 pixels"):
         client.predict(image=handle_file(picture(tmp_path / "big.png")), api_name="/describe")
     monkeypatch.undo()
@@ -393,18 +424,109 @@ def test_the_sentiment_tab_shows_the_label_and_the_opinion_picture(client):
         client.predict(text=" ", api_name="/sentiment")
 
 
-def test_the_inspect_tab_pictures_the_default_models_gates(client):
-    picture, summary = client.predict(text="To be, or not to be", layer=0, api_name="/inspect")
-    assert Image.open(picture).width > 800 and "layer 0" in summary and "| unit |" in summary
+def test_the_gates_tab_pictures_the_default_models_gates(client):
+    summary, picture, units = client.predict(text="To be, or not to be", layer=0, top=4, api_name="/gates")
+    assert Image.open(picture).width > 800 and "layer 0" in summary and "cell state moves most" in summary
+    assert len(units) == 4 and units[0]["lowest"] <= units[0]["highest"]
     with pytest.raises(AppError, match="there is no text to inspect"):
-        client.predict(text="", layer=1, api_name="/inspect")
+        client.predict(text="", layer=1, api_name="/gates")
+    with pytest.raises(AppError, match="option layer must be between 0 and 1 for this 2-layer model, not 7"):
+        client.predict(text="x", layer=7, api_name="/gates")
 
 
 def test_the_gradients_tab_runs_the_lab_at_small_settings(client):
-    picture, summary = client.predict(cells=["rnn", "lstm"], length=20, longest=4, steps=50, api_name="/gradients")
+    summary, picture, results = client.predict(cells=["rnn", "lstm"], length=20, longest=4, steps=20,
+                                               api_name="/gradients")
     assert Image.open(picture).width > 800 and "| rnn |" in summary and "| lstm |" in summary and "N = 4" in summary
+    assert set(results["recall"]) == {"rnn", "lstm"}
     with pytest.raises(AppError, match="cells must be among"):
-        client.predict(cells=[], length=20, longest=4, steps=50, api_name="/gradients")
+        client.predict(cells=[], length=20, longest=4, steps=20, api_name="/gradients")
+    with pytest.raises(AppError, match="option cells must be only items among rnn, gru, lstm"):
+        client.predict(cells=["transformer"], api_name="/gradients")
+
+
+# ---- tabs from declarations ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(plugins, trained_run, tmp_path_factory):
+    """The app built in-process (not served), for looking at its components."""
+    return genseq_web.build_app({"completion": trained_run}, models_dir=served_models(tmp_path_factory, trained_run))
+
+
+def component(app, elem_id: str):
+    return next((block for block in app.blocks.values() if getattr(block, "elem_id", None) == elem_id), None)
+
+
+def folded_under(block) -> str | None:
+    """The label of the accordion that holds block, or None when it is in view."""
+    import gradio as gr
+
+    while block is not None and not isinstance(block, gr.Accordion):
+        block = block.parent
+    return None if block is None else block.label
+
+
+def test_a_third_party_task_gets_stop_an_action_examples_and_folded_options_like_the_built_ins(built):
+    import gradio as gr
+
+    for task in ("words", "completion"):
+        assert component(built, f"{task}-stop-button") is not None, f"{task} streams, so its tab has Stop"
+    assert component(built, "describe-stop-button") is None and component(built, "describe-run-button") is not None
+    assert component(built, "words-list-button").value == "List words"
+    assert folded_under(component(built, "words-shout")) == "More options"
+    assert folded_under(component(built, "words-count")) is None and component(built, "words-count").value == 2
+    assert folded_under(component(built, "completion-min_p")) == "More options"
+    assert folded_under(component(built, "completion-temperature")) is None
+    assert component(built, "words-words").label == "words (click one to add it to the text)"
+    samples = [block.samples for block in built.blocks.values() if isinstance(block, gr.Dataset)]
+    assert [["one two three"]] in samples and [["Call me Ishmael."]] in [rows[-1:] for rows in samples]
+
+
+def test_declared_example_images_are_files_shipped_beside_the_task():
+    if not has_captioning():
+        pytest.skip("the captioning task is not installed")
+    from genseq_captioning import CaptioningTask
+
+    paths = [Path(example["image"]) for example in CaptioningTask.example_inputs()]
+    assert EXAMPLE_IMAGE in paths and all(path.is_file() for path in paths) and len(paths) == 8
+
+
+def test_the_model_box_offers_only_checkpoints_of_a_kind_the_task_loads(built, models_dir):
+    tiny = str(models_dir / "tiny")  # a language model: "kind": "lm"
+    assert tiny in [value for _, value in component(built, "completion-model").choices]
+    assert tiny not in [value for _, value in component(built, "words-model").choices]  # it loads captioners
+    assert tiny in [value for _, value in component(built, "echo-model").choices]  # no kinds declared: every one
+    assert component(built, "describe-model") is None and component(built, "gradients-model") is None  # none loaded
+    server = access.ServerAccess(models_dir=models_dir)
+    assert server.checkpoint_dirs(("lm",)) == [tiny] and server.checkpoint_dirs(("captioner",)) == []
+
+
+def test_a_server_side_option_has_no_control_and_no_api_parameter(built, client):
+    assert component(built, "describe-save_to") is None
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [parameter["parameter_name"] for parameter in endpoints["/describe"]["parameters"]] == ["image", "num_beams"]
+
+
+def test_the_api_types_whole_number_options_as_integers(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    types = {(name, parameter["parameter_name"]): parameter["type"]["type"]
+             for name in ("/completion", "/describe", "/gradients") for parameter in endpoints[name]["parameters"]}
+    assert types["/completion", "num_beams"] == types["/describe", "num_beams"] == "integer"  # bounded: a slider
+    assert types["/completion", "max_new_tokens"] == types["/gradients", "steps"] == "integer"
+    assert types["/completion", "temperature"] == types["/completion", "top_p"] == "number"
+    seed = next(parameter for parameter in endpoints["/completion"]["parameters"] if parameter["parameter_name"] == "seed")
+    assert seed["parameter_default"] == ""  # none: a fresh seed per request, although the option is bounded
+
+
+def test_a_declared_action_runs_with_its_own_options_and_outputs(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [parameter["parameter_name"] for parameter in endpoints["/words"]["parameters"]] == ["text", "shout", "model"]
+    assert [parameter["parameter_name"] for parameter in endpoints["/words_list"]["parameters"]] == ["text", "count",
+                                                                                                    "model"]
+    listed = client.predict(text="one two three", api_name="/words_list")  # count starts at its app value, 2
+    assert [entry["label"] for entry in listed["confidences"]] == ["two", "three"]
+    assert client.predict(text="one two three", shout=True, api_name="/words") == "ONE TWO THREE"
+    job = client.submit(text="one two three", api_name="/words")
+    assert job.result() == "one two three" and len(job.outputs()) >= 1
 
 
 # ---- plugins and sharing ----------------------------------------------------------------
@@ -429,16 +551,32 @@ def test_a_model_loads_once_and_is_shared_by_every_session(server):
 def test_a_broken_plugin_is_listed_and_the_others_still_get_tabs(plugins):
     import gradio as gr
 
-    app = load_app_module().build_app()
-    tabs = {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
+    app = genseq_web.build_app()
+    labels = {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
     notes = " ".join(block.value for block in app.blocks.values() if isinstance(block, gr.Markdown))
-    assert {"completion", "describe", "echo", "perplexity"} <= tabs and "broken" not in tabs
+    assert {"completion", "describe", "echo", "perplexity", "gates", "gradients"} <= labels and "broken" not in labels
     assert "broken** (genseq-broken 1.0): error: ImportError: needs a library that is not installed" in notes
+
+
+def test_a_plugin_whose_action_names_an_undeclared_option_is_listed_instead_of_getting_a_tab(plugins, tmp_path):
+    import gradio as gr
+
+    source = WORDS_TASK.replace('name = "words"', 'name = "misdeclared"').replace('options=("count",)',
+                                                                                'options=("counts",)')
+    make_distribution(tmp_path, "genseq-misdeclared", {"misdeclared": "webapp_misdeclared:Words"}, "webapp_misdeclared",
+                      source)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(tmp_path))
+        app = genseq_web.build_app()
+    sys.modules.pop("webapp_misdeclared", None)
+    notes = " ".join(block.value for block in app.blocks.values() if isinstance(block, gr.Markdown))
+    assert "action list of task misdeclared names the option counts, which the task does not declare" in notes
+    assert "misdeclared" not in {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
 
 
 def test_a_model_for_an_unknown_task_is_refused(plugins):
     with pytest.raises(ConfigError, match="no usable task nope to give a model"):
-        load_app_module().build_app({"nope": "."})
+        genseq_web.build_app({"nope": "."})
 
 
 def test_the_server_and_its_clients_reached_nothing_beyond_this_machine(client, outbound):
@@ -458,7 +596,7 @@ def test_serve_explains_a_bad_flag_a_taken_port_and_a_missing_app(monkeypatch, t
         taken.listen()
         assert main(["serve", "--port", str(taken.getsockname()[1])]) == 2
     assert "the port is taken or the address is not this machine's" in capsys.readouterr().err
-    monkeypatch.setattr("genseq.cli.serve.APPS_DIR", tmp_path / "apps")
+    monkeypatch.setitem(sys.modules, "genseq_web", None)  # an installation without the app package
     assert main(["serve"]) == 2
     assert "the web app is not installed" in capsys.readouterr().err
 
@@ -490,16 +628,14 @@ def test_serve_refuses_a_missing_models_dir_and_a_limit_below_one_and_passes_bot
 
 def test_the_app_builder_refuses_a_prompt_limit_below_one(plugins):
     with pytest.raises(ConfigError, match="max_prompt_chars must be a whole number of characters >= 1, not 0"):
-        load_app_module().build_app(max_prompt_chars=0)
+        genseq_web.build_app(max_prompt_chars=0)
 
 
 def test_picking_a_suggestion_completes_the_last_word_or_follows_it():
     import gradio as gr
 
-    append_word = app_part("tabs").append_word
-
     def pick(prompt, word):
-        return append_word(prompt, gr.SelectData(None, {"value": word, "index": 0}))
+        return tabs.continue_text(prompt, gr.SelectData(None, {"value": word, "index": 0}))
 
     assert pick("Shall I compare thee to a", "summer") == "Shall I compare thee to a summer "
     assert pick("Shall I compare thee to a sum", "summer") == "Shall I compare thee to a summer "
@@ -508,7 +644,7 @@ def test_picking_a_suggestion_completes_the_last_word_or_follows_it():
 
 
 def test_a_stream_faster_than_its_reader_hands_on_the_newest_result_and_then_the_end():
-    on_one_thread = app_part("handlers").on_one_thread
+    on_one_thread = handlers.on_one_thread
 
     def results():
         yield from ({"text": "x" * length} for length in range(1, 2001))
@@ -520,7 +656,7 @@ def test_a_stream_faster_than_its_reader_hands_on_the_newest_result_and_then_the
 
 
 def test_an_error_after_a_fast_stream_arrives_after_its_last_result():
-    on_one_thread = app_part("handlers").on_one_thread
+    on_one_thread = handlers.on_one_thread
 
     def results():
         yield from ({"text": "x" * length} for length in range(1, 101))

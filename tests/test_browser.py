@@ -8,6 +8,7 @@ a failure. Every page checks that it sent no request beyond this machine.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,7 +68,7 @@ def test_a_typed_prompt_streams_growing_text_and_stop_ends_it(page, tmp_path):
     page.locator("#completion-max_new_tokens input").fill("10000")
     page.get_by_role("button", name="More options").click()
     page.locator("#completion-min_new_tokens input").fill("10000")  # no end of text: it runs until Stop
-    page.locator("#completion-generate-button").click()
+    page.locator("#completion-run-button").click()
     text = page.locator("#completion-text textarea")
     expect(text).not_to_have_value("", timeout=20_000)
     growing = lengths(text, reads=3, pause=0.2)
@@ -138,15 +139,28 @@ def test_the_sentiment_tab_shows_the_label_and_the_opinion(page, tmp_path):
     page.screenshot(path=tmp_path / "sentiment.png", full_page=True)
 
 
-def test_the_inspect_and_gradients_tabs_draw_their_pictures(page, tmp_path):
-    open_tab(page, "Inspect")
-    page.locator("#inspect-text textarea").fill("To be, or not to be")
-    page.locator("#inspect-run-button").click()
-    expect(page.locator("#inspect-picture img")).to_be_visible(timeout=20_000)
-    expect(page.locator("#inspect-summary")).to_contain_text("cell state moves most")
-    open_tab(page, "Gradients")
-    page.locator("#gradients-steps input[type=number]").fill("50")
+def test_the_gates_and_gradients_tabs_draw_their_pictures(page, tmp_path):
+    open_tab(page, "gates")
+    page.locator("#gates-text textarea").fill("To be, or not to be")
+    page.locator("#gates-run-button").click()
+    expect(page.locator("#gates-picture img")).to_be_visible(timeout=20_000)
+    expect(page.locator("#gates-summary textarea")).to_have_value(re.compile("cell state moves most"))
+    open_tab(page, "gradients")
+    page.locator("#gradients-steps input[type=number]").fill("20")
     page.locator("#gradients-run-button").click()
     expect(page.locator("#gradients-picture img")).to_be_visible(timeout=60_000)
-    expect(page.locator("#gradients-summary")).to_contain_text("lstm")
+    expect(page.locator("#gradients-summary textarea")).to_have_value(re.compile("lstm"))
     page.screenshot(path=tmp_path / "gradients.png", full_page=True)
+
+
+def test_a_third_party_tasks_example_fills_its_input_and_a_picked_word_continues_it(page, tmp_path):
+    open_tab(page, "words")
+    text = page.locator("#words-text textarea")
+    page.get_by_text("one two three", exact=True).click()  # the declared example, under the input
+    expect(text).to_have_value("one two three")
+    page.locator("#words-list-button").click()
+    picked = page.locator("#words-words [data-testid='two-confidence-set']")
+    expect(picked).to_be_visible()
+    picked.click()
+    expect(text).to_have_value("one two three two ")
+    page.screenshot(path=tmp_path / "words.png", full_page=True)

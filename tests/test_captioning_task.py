@@ -86,6 +86,13 @@ def test_beams_are_ranked_and_the_best_one_is_the_caption(task, pictures):
     assert result["captions"][0]["label"] == result["caption"]
 
 
+def test_a_caption_per_beam_and_one_when_sampling_unless_asked(task, pictures):
+    # temperature 0 is this task's default: given as such (the web app sends every value) it gives way to beams
+    beams = task.run({"image": pictures[0]}, num_beams=2, temperature=0.0, max_new_tokens=5)
+    sampled = task.run({"image": pictures[0]}, temperature=1.0, seed=1, max_new_tokens=5)
+    assert (len(beams["captions"]), len(sampled["captions"])) == (2, 1)
+
+
 def test_one_beam_gives_the_greedy_caption(task, pictures):
     greedy = task.run_batch([{"image": p} for p in pictures], max_new_tokens=8)
     beam = task.run_batch([{"image": p} for p in pictures], max_new_tokens=8, num_beams=1, temperature=0.0)

@@ -4,6 +4,7 @@ import pytest
 
 from genseq import ConfigError
 from genseq.plugins import get_task_class
+from genseq.tasks import Task, generation_config, generation_options
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,57 @@ def test_absurd_max_new_tokens_is_capped_with_a_warning(task):
 def test_bad_options_are_clear_errors(task, options, message):
     with pytest.raises(ConfigError, match=message):
         task.run({"prompt": "x"}, **options)
+
+
+# ---- a task's generation defaults and beam search ---------------------------------------------
+class WarmTask(Task):
+    """A generative task whose defaults are sampling ones, as generation_options lets a task declare."""
+
+    name = "warm"
+    options = generation_options(temperature=0.8, num_return_sequences=8)
+
+
+def test_a_tasks_default_temperature_gives_way_to_beams():
+    config, _ = generation_config(WarmTask.check_options({"num_beams": 5}))
+    assert (config.num_beams, config.temperature, config.num_return_sequences) == (5, 1.0, 5)
+    sampled, _ = generation_config(WarmTask.check_options({}))
+    assert (sampled.temperature, sampled.num_return_sequences) == (0.8, 8)
+
+
+def test_an_option_given_at_its_default_is_a_default():
+    # The web app passes every control's value, the untouched ones at their defaults.
+    config, _ = generation_config(WarmTask.check_options({"num_beams": 5, "temperature": 0.8, "num_return_sequences": 8}))
+    assert (config.temperature, config.num_return_sequences) == (1.0, 5)
+
+
+def test_options_the_caller_gives_conflict_with_beams_as_before():
+    with pytest.raises(ConfigError, match=r"^the sampling-only options temperature cannot be combined with beam search "
+                                          r"\(num_beams=5\), which is deterministic; drop them or set num_beams to 1$"):
+        generation_config(WarmTask.check_options({"num_beams": 5, "temperature": 0.5}))
+    with pytest.raises(ConfigError, match=r"num_return_sequences must be between 1 and num_beams \(2\) in beam search, not 4"):
+        generation_config(WarmTask.check_options({"num_beams": 2, "num_return_sequences": 4}))
+
+
+def test_a_plain_dict_of_options_counts_as_all_given():
+    with pytest.raises(ConfigError, match="cannot be combined with beam search"):
+        generation_config({**WarmTask.check_options({}), "num_beams": 5})
+
+
+def test_a_completion_task_with_sampling_defaults_runs_beam_search(trained_run):
+    class WarmCompletion(get_task_class("completion")):
+        options = tuple(generation_options(temperature=0.8)) + tuple(
+            option for option in get_task_class("completion").options if option.name == "suggest")
+
+    result = WarmCompletion(model=str(trained_run)).run({"prompt": "Shall I"}, num_beams=3, max_new_tokens=4)
+    assert len(result["completions"]) == 1 and result["completions"][0]["tokens"]
+
+
+def test_a_generation_option_defaults_to_none_only_where_none_has_a_meaning():
+    (returned,) = generation_options(without=tuple(o.name for o in generation_options() if o.name != "num_return_sequences"),
+                                     num_return_sequences=None)
+    assert returned.default is None and returned.value_type is int and "one per beam" in returned.help
+    with pytest.raises(ValueError, match="generation option top_k cannot default to None"):
+        generation_options(top_k=None)
 
 
 def test_a_prompt_with_a_trailing_space_continues_with_a_whole_word(task):

@@ -26,9 +26,9 @@ SCHEDULE = ["--batch-size", "4", "--bptt", "16", "--warmup-steps", "0", "--sched
 
 
 def train(out, *extra, processes=1, data=None, model=True):
-    """genseq train lm in a new process, or in torchrun's processes; -> (exit code, stdout + stderr)."""
+    """genseq train completion in a new process, or in torchrun's processes; -> (exit code, stdout + stderr)."""
     data = data or ["--data", str(Path(__file__).parent / "data" / "corpus")]
-    argv = ["train", "lm", *data, *SCHEDULE, *(MODEL if model else []), *extra]
+    argv = ["train", "completion", *data, *SCHEDULE, *(MODEL if model else []), *extra]
     argv += ["--out", str(out)] if "--resume" not in extra else []
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [*launcher, "-m", "genseq", *argv] if processes > 1 else [sys.executable, "-m", "genseq", *argv]
@@ -130,7 +130,7 @@ def test_a_streamed_run_resumes_exactly(tmp_path, documents, capsys):
     path, _ = documents
     data = ["--data", str(path), "--valid", str(Path(__file__).parent / "data" / "corpus" / "sonnets_valid.txt"),
             "--streaming"]
-    args = ["train", "lm", *data, *SCHEDULE]
+    args = ["train", "completion", *data, *SCHEDULE]
     assert main([*args, *MODEL, "--max-steps", "8", "--out", str(tmp_path / "straight")]) == 0
     assert main([*args, *MODEL, "--max-steps", "5", "--out", str(tmp_path / "resumed")]) == 0
     saved = json.loads((tmp_path / "resumed" / "last" / "training_state.json").read_text())["stream"]
@@ -146,7 +146,7 @@ def test_a_streamed_run_resumes_exactly(tmp_path, documents, capsys):
 ])
 def test_streaming_mistakes_get_one_sentence(tmp_path, documents, capsys, extra, message):
     valid = str(Path(__file__).parent / "data" / "corpus" / "sonnets_valid.txt")
-    argv = ["train", "lm", "--data", str(documents[0]), "--streaming", "--out", str(tmp_path / "run"), *MODEL,
+    argv = ["train", "completion", "--data", str(documents[0]), "--streaming", "--out", str(tmp_path / "run"), *MODEL,
             "--warmup-steps", "0", "--no-progress", *[valid if a == "VALID" else a for a in extra]]
     assert main(argv) == 2
     err = capsys.readouterr().err

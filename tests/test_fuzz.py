@@ -493,7 +493,7 @@ def _warm_in_parent(found: Setup) -> None:
         main(["generate", "--task", "captioning", "--model", str(found.captioner), "--image",
               str(found.captions / "0.png"), "--max-new-tokens", "2"])
         main(["generate", "--task", "sentiment", "--model", str(found.sentiment), "--text", "good"])
-        main(["eval", "lm", "--model", str(found.lm), "--data", str(found.corpus)])
+        main(["eval", "completion", "--model", str(found.lm), "--data", str(found.corpus)])
         main(["inspect", "--model", str(found.lm), "--prompt", "a"])
 
 
@@ -599,7 +599,7 @@ def sentiment_command(setup: Setup) -> Command:
                    flags, switches=("--json", "--stream", "--no-stream"))
 
 
-def train_lm_command(setup: Setup) -> Command:
+def train_completion_command(setup: Setup) -> Command:
     sizes = st.one_of(number(), st.sampled_from(["1", "2", "8"]))
     flags = {
         "--data": input_path(corpus_content()), "--valid": input_path(corpus_content()), "--out": output_path(),
@@ -617,7 +617,7 @@ def train_lm_command(setup: Setup) -> Command:
     base = ["--data", str(setup.corpus), "--out", File(kind="missing", name="run"), "--tokenizer",
             str(setup.tokenizer_file), "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "4",
             "--bptt", "8", "--warmup-steps", "0", "--no-progress"]
-    return Command(["train", "lm"], base, flags, guards={"--max-steps": "2", "--epochs": "1"},
+    return Command(["train", "completion"], base, flags, guards={"--max-steps": "2", "--epochs": "1"},
                    switches=("--streaming", "--tie-weights", "--no-tie-weights", "--no-progress"))
 
 
@@ -667,7 +667,7 @@ def train_sentiment_command(setup: Setup) -> Command:
 
 def eval_commands(setup: Setup) -> list[Command]:
     return [
-        Command(["eval", "lm"], ["--model", str(setup.lm), "--data", str(setup.corpus)],
+        Command(["eval", "completion"], ["--model", str(setup.lm), "--data", str(setup.corpus)],
                 {"--model": input_path(), "--data": input_path(corpus_content()), "--text-column": any_text(),
                  "--split": any_text(), "--device": SAMPLING["--device"]}, switches=("--json",)),
         Command(["eval", "sentiment"], ["--model", str(setup.sentiment), "--data", str(setup.sentiment_csv)],
@@ -779,8 +779,8 @@ def test_generate_sentiment_ends_cleanly_for_any_text_or_options(setup, data, fo
 
 @fuzz_settings(1.0)
 @given(data=st.data())
-def test_train_lm_ends_cleanly_for_any_options_or_corpus(setup, data, folder):
-    run_example(data.draw(command_argv(train_lm_command(setup))), folder)
+def test_train_completion_ends_cleanly_for_any_options_or_corpus(setup, data, folder):
+    run_example(data.draw(command_argv(train_completion_command(setup))), folder)
 
 
 @fuzz_settings(0.4)
@@ -825,7 +825,7 @@ def checkpoint_commands(setup: Setup, directory: str, which: str) -> list[list[s
     if which == "lm":
         return [["generate", "--model", directory, "--prompt", "Shall I", "--max-new-tokens", "3", "--seed", "1"],
                 ["inspect", "--model", directory, "--prompt", "Shall I"],
-                ["eval", "lm", "--model", directory, "--data", str(setup.corpus)]]
+                ["eval", "completion", "--model", directory, "--data", str(setup.corpus)]]
     if which == "sentiment":
         return [["generate", "--task", "sentiment", "--model", directory, "--text", "good flight"],
                 ["eval", "sentiment", "--model", directory, "--data", str(setup.sentiment_csv)]]
@@ -854,12 +854,12 @@ def test_resuming_from_a_damaged_last_checkpoint_is_refused_cleanly(setup, data,
     copy_with_damage(setup.lm / "last", run / "last-damaged", damage)
     shutil.rmtree(run / "last")
     (run / "last-damaged").rename(run / "last")
-    run_example(["train", "lm", "--data", str(setup.corpus), "--resume", str(run), "--max-steps", "42",
+    run_example(["train", "completion", "--data", str(setup.corpus), "--resume", str(run), "--max-steps", "42",
                  "--no-progress"], folder)
 
 
 @fuzz_settings(1.0)
-@given(words=st.lists(st.one_of(st.sampled_from(["tasks", "train", "lm", "eval", "generate", "inspect", "lab",
+@given(words=st.lists(st.one_of(st.sampled_from(["tasks", "train", "completion", "eval", "generate", "inspect", "lab",
                                                  "gradients", "serve", "sentiment", "captioning", "--help", "-h",
                                                  "--json", "--model", "--prompt", "--data", "--", "-"]),
                                 any_text()), max_size=6))

@@ -117,3 +117,32 @@ def test_inspect_command_reads_a_long_prompt_up_to_max_tokens_with_a_note(lstm_r
     assert main(["inspect", "--model", str(lstm_run), "--prompt", prompt, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert len(document["tokens"]) == 300 < document["text_tokens"]
+
+
+# ---- the gates task (the web app's gates tab) --------------------------------------------------
+def test_the_gates_task_pictures_one_layer_and_lists_its_most_moving_units(lstm_run):
+    from genseq_lab import GatesTask
+
+    result = GatesTask(model=str(lstm_run)).run({"text": "To be, or not to be"}, layer=0, top=3)
+    assert result["picture"].width > 800 and result["layer"] == 0 and len(result["units"]) == 3
+    assert all(unit["lowest"] <= unit["highest"] for unit in result["units"])
+    assert result["summary"].startswith(f"{len(result['tokens'])} tokens, layer 0.")
+    document = json.loads(json.dumps(GatesTask().to_json([{}], [result])))  # no picture in the JSON
+    assert set(document) == {"summary", "layer", "tokens", "text_tokens", "units"}
+
+
+def test_the_gates_task_shows_the_last_layer_by_default_and_refuses_one_the_model_lacks(lstm_run):
+    from genseq import ConfigError
+    from genseq_lab import GatesTask
+
+    task = GatesTask(model=str(lstm_run))
+    assert task.run({"text": "To be"})["layer"] == 1
+    with pytest.raises(ConfigError, match="option layer must be between 0 and 1 for this 2-layer model, not 2"):
+        task.run({"text": "To be"}, layer=2)
+
+
+def test_generate_runs_the_gates_task_with_its_own_flags(lstm_run, capsys):
+    assert main(["generate", "--task", "gates", "--model", str(lstm_run), "--text", "To be, or not", "--layer", "0",
+                 "--top", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["layer"] == 0 and len(document["units"]) == 2

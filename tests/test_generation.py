@@ -17,12 +17,18 @@ EOS, A, B = 3, 4, 5
 class MarkovModel(nn.Module):
     """A hand-built bigram model: the next token's log-probabilities depend on the last token only.
 
-    It speaks the engine's model protocol (encode, logits, stepper) without any recurrent core.
+    It is a DecodableModel without any recurrent core.
     """
+
+    prompt_state = ()
 
     def __init__(self, log_probs: torch.Tensor):
         super().__init__()
         self.table = nn.Parameter(log_probs)  # (V, V): row = last token
+
+    @property
+    def network(self):
+        return self
 
     def encode(self, ids, state=None, lengths=None):
         V = self.table.size(0)
@@ -234,8 +240,11 @@ class PromptBiased(nn.Module):
     def __init__(self, lm, biases, invariant: bool):
         super().__init__()
         self.lm, self.biases = lm, biases
-        if invariant:
-            self.prompt_state = (2,)  # after the LSTM's h and c
+        self.prompt_state = (2,) if invariant else ()  # the bias comes after the LSTM's h and c
+
+    @property
+    def network(self):
+        return self
 
     def encode(self, ids, state=None, lengths=None):
         features, state = self.lm.encode(ids, lengths=lengths)
@@ -286,6 +295,31 @@ def test_per_prompt_state_entries_give_the_same_beams(lstm):
 def test_bad_options_are_config_errors_naming_the_option_and_range(options, message):
     with pytest.raises(ConfigError, match=message):
         GenerationConfig(**options)
+
+
+def test_default_sampling_options_yield_to_beam_search():
+    config = GenerationConfig(num_beams=3, temperature=0.8, top_k=5, defaulted={"temperature", "top_k"})
+    assert (config.temperature, config.top_k, config.num_beams, config.do_sample) == (1.0, 0, 3, False)
+
+
+def test_a_default_num_return_sequences_above_num_beams_is_lowered_to_it():
+    config = GenerationConfig(num_beams=3, num_return_sequences=8, defaulted={"num_return_sequences"})
+    assert config.num_return_sequences == 3
+    assert GenerationConfig(num_return_sequences=8, defaulted={"num_return_sequences"}).num_return_sequences == 8
+
+
+def test_options_the_caller_sets_still_conflict_with_beam_search():
+    warm = GenerationConfig(temperature=0.8, defaulted={"temperature"})
+    assert warm.updated(num_beams=4).temperature == 1.0
+    with pytest.raises(ConfigError, match="the sampling-only options temperature cannot be combined with beam search"):
+        warm.updated(num_beams=4, temperature=0.8)
+    with pytest.raises(ConfigError, match="cannot be combined with beam search"):
+        GenerationConfig(temperature=0.7, num_beams=3)
+
+
+def test_defaulted_names_only_generation_options():
+    with pytest.raises(ConfigError, match="unknown generation option 'warmth'"):
+        GenerationConfig(defaulted={"warmth"})
 
 
 def test_unknown_options_are_rejected_with_the_known_ones():

@@ -14,11 +14,17 @@ UNICODE_TEXT = "Héllo wörld, naïve café: 日本語 and ☃ — thérè!\nA s
 class ScriptedModel(nn.Module):
     """Generates a fixed token script, whatever the prompt: each logit row is a one-hot of the next token."""
 
+    prompt_state = ()
+
     def __init__(self, script: list[int], vocab_size: int):
         super().__init__()
         self.script, self.vocab_size = script, vocab_size
         self.dummy = nn.Parameter(torch.zeros(1))
         self.prompts: list[list[int]] = []
+
+    @property
+    def network(self):
+        return self
 
     def encode(self, ids, state=None, lengths=None):
         self.prompts.extend(ids.tolist())

@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from genseq import CheckpointError, ConfigError, LanguageModel, TrainingError, from_pretrained, save_pretrained
 from genseq import checkpoint
-from genseq.data import open_source, tokenize
-from genseq.train import TrainConfig, Trainer
+from genseq.train import TrainConfig
+from test_train import make_trainer as make_warm_trainer, streams  # noqa: F401 (streams is a fixture)
 
 
 @pytest.fixture
@@ -214,16 +214,9 @@ def test_the_captioner_loader_checks_its_config_against_the_weights(tmp_path, to
 
 
 # ---- training never saves what it could not load ---------------------------------------------
-@pytest.fixture
-def streams(tokenizer, train_file, valid_file):
-    return tokenize(open_source(str(train_file)), tokenizer), tokenize(open_source(str(valid_file)), tokenizer)
-
-
-def make_trainer(tiny_config, tokenizer, streams, out, **options):
-    config = TrainConfig(**{"batch_size": 4, "bptt": 12, "warmup_steps": 0, "progress": False,
-                            "checkpoint_minutes": 1e9, **options})
-    torch.manual_seed(123)
-    return Trainer(LanguageModel(tiny_config), tokenizer, *streams, config, out)
+def make_trainer(*args, **options):
+    """test_train's trainer without warm-up, so that runs of a step or two are allowed."""
+    return make_warm_trainer(*args, **{"warmup_steps": 0, **options})
 
 
 def finite(directory) -> bool:
@@ -242,13 +235,13 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_says_which(tiny_confi
     if (run / "last").exists():
         assert finite(run / "last")
         resumed = make_trainer(tiny_config, tokenizer, streams, run, max_steps=30)
-        resumed.resume(run)
+        resumed.resume()
         assert all(torch.isfinite(p).all() for p in resumed.model.parameters())
 
 
 def test_non_finite_weights_are_not_saved_and_the_error_says_nothing_was_kept(tiny_config, tokenizer, streams, tmp_path):
     trainer = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=5)
-    trainer._prepare_out_dir()
+    trainer.run.prepare()
     with torch.no_grad():
         trainer.model.output.bias[0] = math.inf
     with pytest.raises(TrainingError, match=r"weights \(output.bias\) became NaN or infinite at step 0, so they were "
@@ -280,7 +273,7 @@ def test_a_last_checkpoint_with_non_finite_tensors_cannot_be_resumed(tiny_config
     tensors[name].fill_(math.nan)
     save_file(tensors, path)
     with pytest.raises(CheckpointError, match=f"{damaged} holds non-finite"):
-        make_trainer(tiny_config, tokenizer, streams, run, max_steps=4).resume(run)
+        make_trainer(tiny_config, tokenizer, streams, run, max_steps=4).resume()
 
 
 @pytest.mark.parametrize("option", ["lr", "weight_decay", "min_lr_ratio", "clip_grad_norm", "max_time",

@@ -87,3 +87,31 @@ def test_lab_mistakes_are_one_sentence(capsys, argv, message):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the gradients task (the web app's gradients tab) ------------------------------------------
+def test_the_gradients_task_runs_both_experiments_at_its_settings():
+    from genseq_lab import GradientsTask
+
+    result = GradientsTask().run({}, cells=("gru",), length=12, longest=4, steps=10)
+    assert result["picture"].width > 800 and "| gru |" in result["summary"] and "N = 1" in result["summary"]
+    assert set(result["results"]["recall"]["gru"]["clipped"]) == {"1", "4"}
+    assert len(result["results"]["gradients"]["gru"]["fresh"]) == 12
+
+
+def test_the_gradients_task_offers_the_labs_cells_and_refuses_others():
+    from genseq import ConfigError
+    from genseq.lab import CELL_TYPES
+    from genseq_lab import GradientsTask
+    from genseq_lab.gradients import CELLS
+
+    assert CELLS == CELL_TYPES
+    with pytest.raises(ConfigError, match="option cells must be only items among rnn, gru, lstm, not"):
+        GradientsTask.check_options({"cells": ("gru", "transformer")})
+
+
+def test_generate_runs_the_gradients_task_which_takes_no_input(capsys):
+    assert main(["generate", "--task", "gradients", "--cells", "rnn", "--length", "12", "--longest", "4",
+                 "--steps", "10", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["gradients"]) == {"rnn"} and document["config"]["distractors"] == [1, 4]

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from genseq import ModelConfig
-from genseq.generation import engine, generate
-from genseq.generation.engine import encode_prompts
+from genseq.generation import generate, prefill
+from genseq.generation.prefill import encode_prompts
 from genseq.model import LanguageModel
 
 PROMPT_MEGABYTES = 3
@@ -50,7 +50,7 @@ def test_generation_is_the_same_whatever_the_prefill_window(model, tokenizer, mo
     prompt = "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n" * 3
     expected = generate(model, tokenizer, prompt, max_new_tokens=8, temperature=0)
     beams = generate(model, tokenizer, prompt, max_new_tokens=8, num_beams=3, num_return_sequences=2)
-    monkeypatch.setattr(engine, "PREFILL_WINDOW", 7)
+    monkeypatch.setattr(prefill, "PREFILL_WINDOW", 7)
     assert generate(model, tokenizer, prompt, max_new_tokens=8, temperature=0) == expected
     assert [c.tokens for c in generate(model, tokenizer, prompt, max_new_tokens=8, num_beams=3, num_return_sequences=2)] \
         == [c.tokens for c in beams]
@@ -61,7 +61,7 @@ def test_suggestions_read_a_long_context_a_window_at_a_time(model, tokenizer, mo
 
     prompt = "From fairest creatures we desire increase, that thereby beauty's rose might never die, but as the ri"
     expected = next_words(model, tokenizer, prompt, k=3)
-    monkeypatch.setattr(engine, "PREFILL_WINDOW", 4)
+    monkeypatch.setattr(prefill, "PREFILL_WINDOW", 4)
     windowed = next_words(model, tokenizer, prompt, k=3)
     assert [s["word"] for s in windowed] == [s["word"] for s in expected]
     assert [s["prob"] for s in windowed] == pytest.approx([s["prob"] for s in expected], abs=1e-6)

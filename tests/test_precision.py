@@ -122,7 +122,7 @@ def test_cli_refuses_bf16_training_before_the_tokenizer_is_trained(monkeypatch, 
 
     probes(monkeypatch, bf16_training=False)
     monkeypatch.setattr(Tokenizer, "train", staticmethod(lambda *a, **k: pytest.fail("the tokenizer was trained")))
-    code, _, err = run_cli(capsys, "train", "lm", "--data", train_file, "--out", tmp_path / "run", "--precision", "bf16",
+    code, _, err = run_cli(capsys, "train", "completion", "--data", train_file, "--out", tmp_path / "run", "--precision", "bf16",
                            "--device", "cpu", "--no-progress")
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert "precision bf16 cannot train here" in err and "--precision fp32" in err
@@ -139,7 +139,7 @@ def test_a_real_bf16_training_step_keeps_fp32_weights(tiny_config, tokenizer, tr
     config = TrainConfig(batch_size=2, bptt=8, device="cpu", precision="bf16", progress=False)
     trainer = Trainer(LanguageModel(tiny_config), tokenizer, stream, stream, config, tmp_path / "run")
     inputs = torch.randint(0, tiny_config.vocab_size, (2, 8))
-    assert torch.isfinite(torch.tensor(trainer.train_step(inputs, inputs)))
+    assert torch.isfinite(torch.tensor(trainer.train_step((inputs, inputs))))
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 

@@ -1,6 +1,6 @@
 """A damaged last/ is refused with one CheckpointError naming the file, before a run resumes from it.
 
-Each case damages one part of what write_last wrote (the counters in training_state.json, the
+Each case damages one part of what RunDirectory.save_last wrote (the counters in training_state.json, the
 tensors in training_state.safetensors: optimizer moments, random states, carried hidden state)
 the way a disk, a copy or a hand edit might; none may reach a traceback or a first step.
 """
@@ -17,7 +17,8 @@ from genseq import CheckpointError, LanguageModel
 from genseq.cli import main
 from genseq.data import open_source, tokenize
 from genseq.model import ModelConfig
-from genseq.train import STATE_JSON, STATE_TENSORS, TrainConfig, Trainer
+from genseq.runs import STATE_JSON, STATE_TENSORS
+from genseq.train import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ DAMAGES = {
     "a step is a string": (record(lambda d: d["progress"].__setitem__("step", "x")), r'progress.step must be an integer, not "x"'),
     "a step is negative": (record(lambda d: d["progress"].__setitem__("step", -3)), r"progress.step must be non-negative, not -3"),
     "a step is a float": (record(lambda d: d["progress"].__setitem__("step", 2.5)), r"progress.step must be an integer, not 2.5"),
-    "a loss is NaN": (record(lambda d: d["progress"].__setitem__("best_valid_loss", math.nan)), r"progress.best_valid_loss must be a number, not NaN"),
+    "a loss is NaN": (record(lambda d: d["progress"]["best"].__setitem__("loss", math.nan)), r'progress.best must be an object of numbers, not {"loss": NaN'),
+    "the elapsed time is NaN": (record(lambda d: d["progress"].__setitem__("elapsed", math.nan)), r"progress.elapsed must be a number, not NaN"),
     "finished is a string": (record(lambda d: d["progress"].__setitem__("finished", "no")), r'progress.finished must be true or false, not "no"'),
     "progress has an unknown field": (record(lambda d: d["progress"].__setitem__("zzz", 1)), r"progress has unknown fields \(zzz\)"),
     "the stream positions are a number": (record(lambda d: d.__setitem__("stream", 5)), r"training_state.json: its stream positions are not a list"),
@@ -131,7 +133,7 @@ def test_a_damaged_training_state_is_one_checkpoint_error_naming_the_file(tokeni
     change, message = DAMAGES[damage]
     change(run / "last")
     with pytest.raises(CheckpointError, match=message) as raised:
-        make_trainer(tokenizer, streams, run, max_steps=4).resume(run)
+        make_trainer(tokenizer, streams, run, max_steps=4).resume()
     text = str(raised.value)
     assert text.startswith(str(run / "last")) and "it cannot be resumed" in text and "\n" not in text
 
@@ -140,7 +142,7 @@ def test_an_undamaged_training_state_still_resumes(tokenizer, streams, tmp_path)
     run = tmp_path / "run"
     make_trainer(tokenizer, streams, run, max_steps=2).fit()
     resumed = make_trainer(tokenizer, streams, run, max_steps=4)
-    resumed.resume(run)
+    resumed.resume()
     assert resumed.progress.step == 2 and resumed.fit().step == 4
 
 
@@ -150,14 +152,14 @@ def test_the_cli_reports_a_damaged_training_state_in_one_line(trained_run, train
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     DAMAGES["a moment is transposed"][0](run / "last")
-    code = main(["train", "lm", "--data", str(train_file), "--valid", str(valid_file), "--resume", str(run),
+    code = main(["train", "completion", "--data", str(train_file), "--valid", str(valid_file), "--resume", str(run),
                  "--max-steps", "45", "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.startswith("genseq: error: ") and len(error.splitlines()) == 1
     assert "training_state.safetensors" in error and "cannot be resumed" in error
 
 
-# ---- the plugins' trainers read last/ through the same read_last ------------------------------------
+# ---- the plugins' trainers read last/ through the same read_last ----------------------------------
 @pytest.fixture(scope="module")
 def sentiment_run(tmp_path_factory):
     from test_sentiment import reviews, write_csv
@@ -188,11 +190,11 @@ def captioning_run(tmp_path_factory):
 
 
 PLUGIN_DAMAGES = {
-    "sentiment: a counter is a string": ("sentiment", record(lambda d: d.__setitem__("position", "x")),
-                                         r"training_state.json: counters.position must be an integer"),
-    "sentiment: the best score is a word": ("sentiment", record(lambda d: d.__setitem__("best", "good")),
-                                            r"training_state.json: counters.best must be a list of 2 numbers"),
-    "sentiment: a counter is missing": ("sentiment", record(lambda d: d.pop("epoch")), r"counters lacks epoch"),
+    "sentiment: a counter is a string": ("sentiment", record(lambda d: d["progress"].__setitem__("position", "x")),
+                                         r"training_state.json: progress.position must be an integer"),
+    "sentiment: the best score is a word": ("sentiment", record(lambda d: d["progress"]["best"].__setitem__("f1", "good")),
+                                            r'training_state.json: progress.best must be an object of numbers'),
+    "sentiment: progress is missing": ("sentiment", record(lambda d: d.pop("progress")), r"progress is null, not an object"),
     "sentiment: a moment is transposed": ("sentiment", header(transpose_a_moment), r"the optimizer's exp_avg"),
     "captioning: progress is a list": ("captioning", record(lambda d: d.__setitem__("progress", [1])), r"progress is \[1\], not an object"),
     "captioning: a batch is a string": ("captioning", record(lambda d: d["progress"].__setitem__("batch", "x")),
@@ -220,10 +222,11 @@ def test_the_plugin_trainers_refuse_a_damaged_training_state_in_one_line(request
 
 
 def test_the_random_states_of_several_processes_are_checked_without_crashing(tmp_path):
-    from genseq.train import read_last, write_last
+    from genseq.runs import RunDirectory
 
     # Generator.set_state on a row of a (processes, n) tensor, a view at an offset, crashes torch.
     rng = torch.stack([torch.get_rng_state()] * 2)
-    write_last(tmp_path, {}, {}, {"optimizer": {"state": {}, "param_groups": []}, "rng": rng[0].clone(), "process_rng": rng})
-    _, _, state = read_last(tmp_path)
+    run = RunDirectory(tmp_path)
+    run.save_last({}, {}, {"optimizer": {"state": {}, "param_groups": []}, "rng": rng[0].clone(), "process_rng": rng})
+    _, _, state = run.read_last()
     assert torch.equal(state["process_rng"], rng)

@@ -112,18 +112,18 @@ def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupte
     flags = ["--data", data[0], "--valid", data[1], "--vocab-size", "300", "--epochs", "3", "--batch-size", "32",
              "--lr", "1e-2", "--dropout", "0.3", "--no-progress"]
     assert main(["train", "sentiment", *flags, "--out", str(tmp_path / "whole")]) == 0
-    step = SentimentTrainer._train_step
+    step = SentimentTrainer.train_step
 
     def stop_at_step_25(trainer, rows):  # mid-way through the second epoch (19 steps each)
         loss = step(trainer, rows)
-        if trainer.step == 25:
+        if trainer.progress.step == 25:
             trainer.request_stop()
         return loss
 
-    monkeypatch.setattr(SentimentTrainer, "_train_step", stop_at_step_25)
+    monkeypatch.setattr(SentimentTrainer, "train_step", stop_at_step_25)
     assert main(["train", "sentiment", *flags, "--out", str(tmp_path / "split")]) == 130
     assert f"continue with: genseq train sentiment --data {data[0]} --valid {data[1]} --resume" in capsys.readouterr().err
-    monkeypatch.setattr(SentimentTrainer, "_train_step", step)
+    monkeypatch.setattr(SentimentTrainer, "train_step", step)
     data_flags = flags[:4] + ["--no-progress"]
     assert main(["train", "sentiment", *data_flags, "--resume", str(tmp_path / "split")]) == 0
     whole, split = load_sentiment(tmp_path / "whole" / "last"), load_sentiment(tmp_path / "split" / "last")
@@ -132,6 +132,16 @@ def test_an_interrupted_and_resumed_run_ends_with_the_weights_of_an_uninterrupte
     records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [
         json.loads(line)["step"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_sentiment_trainer_keeps_a_time_budget_like_every_genseq_trainer(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "sentiment", "--data", data[0], "--valid", data[1], "--out", str(out), "--vocab-size", "300",
+                 "--epochs", "1000", "--max-time", "1", "--no-progress"]) == 0
+    progress = json.loads((out / "last" / "training_state.json").read_text())["progress"]
+    assert progress["finished"] and progress["elapsed"] >= 1 and progress["epoch"] < 1000
+    assert progress["last_validation_step"] == progress["step"]  # a final validation where the budget ended
+    assert f"trained {progress['step']} steps; best validation F1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rows,flags,message", [

@@ -1,7 +1,7 @@
 import pytest
 
 from genseq import ConfigError, Tokenizer
-from genseq.tokenizer import BOS_ID, EOS_ID, MAX_SENTENCE_BYTES, PAD_ID, UNK_ID, split_long_line
+from genseq.tokenizer import BOS_ID, EOS_ID, MAX_SENTENCE_BYTES, MIN_VOCAB_SIZE, PAD_ID, UNK_ID, split_long_line
 
 
 @pytest.mark.parametrize("text", [
@@ -133,3 +133,40 @@ def test_token_texts_of_a_long_text_take_one_pass(tokenizer):
     texts = tokenizer.token_texts(ids)
     assert time.perf_counter() - started < 5  # decoding every prefix took minutes
     assert "".join(texts) == tokenizer.decode(ids)
+
+
+# ---- character-level tokenizer -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def char_tokenizer(train_file):
+    return Tokenizer.train([train_file.read_text()], vocab_size=8000, model_type="char")
+
+
+def test_a_char_tokenizer_gives_one_piece_per_character_up_to_the_corpus_characters(char_tokenizer, train_file):
+    characters = set(train_file.read_text().replace("\n", "").replace(" ", "▁"))
+    assert char_tokenizer.vocab_size <= MIN_VOCAB_SIZE - 1 + len(characters) + 1  # fewer pieces than 8000 asked
+    text = "thee and thou"
+    assert [char_tokenizer.id_to_piece(i) for i in char_tokenizer.encode(text)] == list("▁thee▁and▁thou")
+
+
+@pytest.mark.parametrize("text", ["Shall I compare thee\nto a summer's day?", "unseen: 日本語 🙂", "", "  two  spaces "])
+def test_a_char_tokenizer_decodes_what_it_encodes(char_tokenizer, text):
+    assert char_tokenizer.decode(char_tokenizer.encode(text)) == text
+    assert "".join(char_tokenizer.token_texts(char_tokenizer.encode(text))) == text
+
+
+def test_a_char_tokenizers_vocabulary_caps_its_characters_and_spells_the_rest_in_bytes(train_file):
+    small = Tokenizer.train([train_file.read_text()], vocab_size=MIN_VOCAB_SIZE + 4, model_type="char")
+    assert small.vocab_size == MIN_VOCAB_SIZE + 4
+    text = "Zany quixotic jokes"
+    assert small.decode(small.encode(text)) == text and UNK_ID not in small.encode(text)
+
+
+def test_a_char_tokenizer_is_saved_and_loaded_like_any_other(char_tokenizer, tmp_path):
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(char_tokenizer.to_bytes())
+    assert Tokenizer.load(path).encode("my mistress") == char_tokenizer.encode("my mistress")
+
+
+def test_a_vocabulary_below_the_minimum_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=f"vocab_size must be at least {MIN_VOCAB_SIZE}"):
+        Tokenizer.train(["some text"], vocab_size=MIN_VOCAB_SIZE - 1, model_type="char")

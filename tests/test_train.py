@@ -28,10 +28,10 @@ def make_trainer(tiny_config, tokenizer, streams, out, **options):
 
 def test_training_lowers_validation_loss_and_writes_the_run_directory(tiny_config, tokenizer, streams, tmp_path):
     trainer = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=60, eval_every=20, lr=1e-2)
-    initial = trainer.validate()
+    initial = trainer.validate()["loss"]
     progress = trainer.fit()
     assert progress.finished and progress.step == 60
-    assert progress.best_valid_loss < initial - 0.5
+    assert progress.best["loss"] < initial - 0.5
     run = tmp_path / "run"
     assert {"config.json", "model.safetensors", "tokenizer.model", "metrics.jsonl", "loss.png", "last"} <= {p.name for p in run.iterdir()}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -49,14 +49,14 @@ def test_bf16_precision_trains_under_autocast_on_the_cpu(tiny_config, tokenizer,
     with trainer.autocast():
         logits, _ = trainer.model(torch.zeros(1, 3, dtype=torch.long))
     assert logits.dtype == torch.bfloat16
-    initial = trainer.validate()
+    initial = trainer.validate()["loss"]
     progress = trainer.fit()
-    assert progress.finished and progress.best_valid_loss < initial - 0.3
+    assert progress.finished and progress.best["loss"] < initial - 0.3
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 weights, bf16 products
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training_config"]["precision"] == "bf16"
     assert all(h.dtype == torch.float32 for h in trainer.hidden)  # so a run resumes in either precision
     resumed = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=45, device="cpu")
-    resumed.resume(tmp_path / "run")
+    resumed.resume()
     assert resumed.fit().finished and resumed.progress.step == 45
     with make_trainer(tiny_config, tokenizer, streams, tmp_path / "fp32", device="cpu", precision="fp32").autocast():
         assert trainer.model(torch.zeros(1, 3, dtype=torch.long))[0].dtype == torch.float32
@@ -80,7 +80,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tiny_config, to
     assert not interrupted.fit().finished
 
     resumed = make_trainer(tiny_config, tokenizer, streams, tmp_path / "resumed", **options)
-    resumed.resume(tmp_path / "resumed")
+    resumed.resume()
     assert resumed.progress.step == 23
     assert resumed.fit().finished
     for name, tensor in straight.model.state_dict().items():
@@ -105,7 +105,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ti
     state = json.loads((tmp_path / "run" / "last" / "training_state.json").read_text())
     assert state["progress"]["step"] == 10
     resumed = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=30)
-    resumed.resume(tmp_path / "run")
+    resumed.resume()
     assert all(torch.isfinite(p).all() for p in resumed.model.parameters())
 
 
@@ -120,16 +120,16 @@ def test_max_time_stops_cleanly_with_a_final_validation(tiny_config, tokenizer, 
 def test_early_stopping_after_patience_validations_without_improvement(tiny_config, tokenizer, streams, tmp_path):
     trainer = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=500, eval_every=2, patience=2)
     losses = iter([5.0, 4.0, 4.5, 4.6, 1.0])
-    trainer.validate = lambda: next(losses)
+    trainer.validate = lambda: {"loss": next(losses)}
     progress = trainer.fit()
-    assert progress.step == 8 and progress.best_valid_loss == 4.0
+    assert progress.step == 8 and progress.best["loss"] == 4.0
 
 
 def test_plateau_schedule_halves_the_rate_after_a_validation_without_improvement(tiny_config, tokenizer, streams, tmp_path):
     trainer = make_trainer(tiny_config, tokenizer, streams, tmp_path / "run", max_steps=4, eval_every=2,
                            schedule="plateau", warmup_steps=0, patience=0)
     losses = iter([5.0, 6.0, 6.0])
-    trainer.validate = lambda: next(losses)
+    trainer.validate = lambda: {"loss": next(losses)}
     trainer.fit()
     assert trainer.learning_rate() == pytest.approx(trainer.config.lr * 0.5)
 
@@ -149,7 +149,7 @@ def test_inconsistent_training_options_are_rejected(options, message):
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, train_file, valid_file):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "genseq", "train", "lm", "--data", str(train_file), "--valid", str(valid_file),
+    command = [sys.executable, "-m", "genseq", "train", "completion", "--data", str(train_file), "--valid", str(valid_file),
                "--out", str(out), "--vocab-size", "400", "--hidden-size", "16", "--embedding-size", "16",
                "--batch-size", "2", "--bptt", "8", "--epochs", "1000", "--no-progress"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,42 +1,26 @@
-"""`genseq eval lm`: perplexity and bits per byte of a checkpoint on a text."""
+"""`genseq eval TASK`: a task's evaluation (its commands' run_eval), printed as a table or as JSON."""
 
 from __future__ import annotations
 
+import functools
 import json
 
-from . import add_device_flag, path
+from .train import add_task_commands
+
+EVAL = ("evaluable", "add_eval_arguments")
 
 
 def add_parser(subparsers) -> None:
-    from .train import add_task_parsers
+    subparsers.add_parser("eval", help="evaluate a task's model", description="Evaluate the model of a task (see genseq tasks).",
+                          build=functools.partial(add_task_commands, kind=EVAL, action=evaluate_task, extra=add_json_flag))
 
-    evaluate = subparsers.add_parser("eval", help="evaluate a model", description="Evaluate a model: lm, or a task that can be evaluated.")
-    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
-    def evaluate_task(task_class, args):
-        print_metrics(task_class.evaluate(args), args.json)
-        return 0
 
-    for task_parser in add_task_parsers(tasks, "evaluable", "add_eval_arguments", evaluate_task):
-        task_parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser = tasks.add_parser("lm", help="a language model", description="Perplexity and bits per byte of a language model.")
-    parser.add_argument("--model", required=True, type=path, help="checkpoint directory")
-    parser.add_argument("--data", required=True, type=path, help="text file, folder, glob or dataset")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
-    add_device_flag(parser)
+def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ..checkpoint import from_pretrained
-    from ..data import open_source, tokenize
-    from ..evaluate import evaluate
-    from ..train import resolve_device
-
-    model, tokenizer = from_pretrained(args.model, device=resolve_device(args.device))
-    stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=not args.json)
-    print_metrics(evaluate(model, stream, progress=not args.json), args.json)
+def evaluate_task(task_class, args) -> int:
+    print_metrics(task_class.evaluate(args), args.json)
     return 0
 
 
@@ -44,8 +28,10 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(metrics))
         return
-    for name, value in _flat(metrics):
-        print(f"{name:>16}  {value:.4f}" if isinstance(value, float) else f"{name:>16}  {value}")
+    rows = list(_flat(metrics))
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, value in rows:
+        print(f"{name:>{width}}  {value:.4f}" if isinstance(value, float) else f"{name:>{width}}  {value}")
 
 
 def _flat(metrics: dict, prefix: str = ""):

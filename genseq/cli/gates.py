@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import sys
 
-from ..gates import MAX_TOKENS
-from . import check_writable, path, positive_int
+from .flags import check_writable, path, positive_int
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect", help="look inside an LSTM language model",
+    subparsers.add_parser(
+        "inspect", help="look inside an LSTM language model", build=add_flags,
         description="Print, picture or dump an LSTM's input, forget and output gates, cell candidate, cell state and "
                     "hidden state at every token of a prompt.",
     )
+
+
+def add_flags(parser, words) -> None:
+    from ..gates import MAX_TOKENS  # imports torch: only when inspect runs
+
     parser.add_argument("--model", type=path, help="checkpoint directory (default: the shipped language model)")
     parser.add_argument("--prompt", required=True, help="the text to read")
     parser.add_argument("--layer", type=int, help="the layer to show (default: the last; --json: every layer)")

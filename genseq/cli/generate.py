@@ -1,10 +1,11 @@
-"""`genseq generate`: run a task on one input or a batch, with flags from the tasks' declarations.
+"""`genseq generate`: run a task on one input or a batch, with flags from that task's declaration.
 
-`--task` (default: completion) picks the task. Each input of a task is a flag
-(`--prompt`, `--image`; repeat it for a batch) and each option a typed flag,
-so a new task plugin gets its flags with no change here. Text streams to the
-terminal when the task can stream; `--json` prints the task's JSON document.
-A bad item of a batch is reported on stderr while the others still run.
+`--task` (default: completion) picks the task, and only then are its flags
+built: each input a flag (`--prompt`, `--image`; repeat it for a batch) and
+each option a typed flag, so a new task plugin gets its flags with no change
+here and no task's declaration changes another's command line. Text streams
+to the terminal when the task can stream; `--json` prints the task's JSON
+document. A bad item of a batch is reported on stderr while the others run.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ import json
 import sys
 import warnings
 
-from . import add_device_flag, one_line, path
-from .task_args import add_task_arguments, collect_batch, collect_options, render
+from . import Parser, one_line
+from .flags import add_device_flag, path
+from .task_args import add_generate_flags, collect_batch, parse_task_options, render, task_flags
 
 DEFAULT_TASK = "completion"
 
 
 def add_parser(subparsers) -> None:
-    from ..plugins import discover
-
     parser = subparsers.add_parser(
-        "generate", help="run a task (default: continue a prompt)",
-        description="Run a task on one input or a batch. Each task adds the flags of its inputs and options.",
+        "generate", help="run a task (default: continue a prompt)", build=add_chosen_task_flags,
+        description="Run a task on one input or a batch. The flags of its inputs and options are the task's own: "
+                    "genseq generate --task NAME --help lists them.",
     )
     parser.add_argument("--task", default=DEFAULT_TASK, help=f"the task to run (default: {DEFAULT_TASK}; see genseq tasks)")
     parser.add_argument("--model", type=path, help="checkpoint directory or Hugging Face Hub id (default: the task's embedded model)")
@@ -35,24 +36,40 @@ def add_parser(subparsers) -> None:
                         help="print text as it is generated (default: on for one input of a task whose first output is text, "
                              "off with --json)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(run=run)
+
+
+def add_chosen_task_flags(parser, words: list[str]) -> None:
+    """Add the flags of the task that --task names among words (the default task's when none does)."""
+    from ..plugins import get_task_info
+
+    chooser = Parser(prog=parser.prog, add_help=False)
+    chooser.add_argument("--task", default=DEFAULT_TASK)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `genseq tasks` reports duplicate registrations
-        task_classes = [info.task_class for info in discover() if info.ok]
-    task_classes.sort(key=lambda task_class: task_class.name != DEFAULT_TASK)  # its defaults show in --help
-    flag_notes = add_task_arguments(parser, task_classes)
-    parser.set_defaults(run=run, flag_notes=flag_notes)
+        info = get_task_info(chooser.parse_known_args(words)[0].task)
+    add_generate_flags(parser, info.task_class)
+    parser.set_defaults(task_info=info, refuse_unknown=lambda unknown: refuse_unknown(info.task_class, unknown))
+
+
+def refuse_unknown(task_class, unknown: list[str]) -> None:
+    """Name the first flag that task_class does not take, with the flags it does take."""
+    from ..errors import ConfigError
+
+    given = next((word.partition("=")[0] for word in unknown if word.startswith("-")), None)
+    if given is not None:
+        raise ConfigError(f"task {task_class.name} has no flag {given}; its inputs and options are "
+                          f"{', '.join(task_flags(task_class)) or 'none'} (see genseq generate --task {task_class.name} --help)")
 
 
 def run(args) -> int:
     from ..errors import ConfigError
-    from ..plugins import get_task_info, run_guarded
+    from ..plugins import run_guarded
     from ..train import resolve_device
 
-    info = get_task_info(args.task)
+    info = args.task_info
     task_class = info.task_class
-    for note in args.flag_notes.get(task_class.name, []):
-        print(f"genseq: note: {note}", file=sys.stderr)
-    options = collect_options(args, task_class)
+    options = parse_task_options(args, task_class)
     batch = collect_batch(args, task_class)
     task = task_class(model=args.model, device=str(resolve_device(args.device)))
     streaming = _wants_stream(args, task_class, len(batch), task_class.check_options(options))
@@ -137,10 +154,15 @@ def _print_results(task_class, batch: list[dict], results: list[dict]) -> None:
         if result.get("error"):
             continue
         if len(batch) > 1:
-            label = next(iter(inputs.values()))
-            print(f"{'' if index == 0 else chr(10)}== {label if isinstance(label, str) else index} ==")
+            print(f"{'' if index == 0 else chr(10)}== {_item_label(inputs, index)} ==")
         if echo and first:
             print(inputs[echo] + (result.get(first) or ""))
         rest = render(task_class, result, skip=(first,) if echo and first else ())
         if rest:
             print(rest)
+
+
+def _item_label(inputs: dict, index: int) -> str:
+    """A batch item's header: its first input when that is a text or a path, else its number from 1."""
+    first = next(iter(inputs.values()), None)
+    return first if isinstance(first, str) and first.strip() else f"item {index + 1}"

@@ -1,21 +1,16 @@
-"""`genseq serve`: start the Gradio web app (apps/app.py), one tab per task.
+"""`genseq serve`: start the Gradio web app (the installed package genseq_web), one tab per task.
 
-The app lives in the source tree beside the package, not inside it, so this
-command needs a checkout installed in place (`pip install -e .`); anything else
-gets a clear error. It binds to 127.0.0.1 unless --host says otherwise.
+It binds to 127.0.0.1 unless --host says otherwise; an installation without the
+app or without Gradio gets one sentence saying what to install.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from pathlib import Path
 
-from . import positive_int, shown, whole_number
+from .flags import positive_int, shown, whole_number
 from ..errors import ConfigError, GenseqError
-
-APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
 
 
 def add_parser(subparsers) -> None:
@@ -65,7 +60,7 @@ def run(args) -> int:
     if args.models_dir is not None and not is_directory(args.models_dir):
         raise ConfigError(f"--models-dir {args.models_dir} is not a directory")
     app_module = load_app_module()
-    # Left out, they take the app's defaults (apps/access.py), which the help text repeats.
+    # Left out, they take the app's defaults (genseq_web/access.py), which the help text repeats.
     limits = {name: value for name, value in (("models_dir", args.models_dir), ("max_prompt_chars", args.max_prompt_chars))
               if value is not None}
     app = app_module.build_app(dict(args.model), concurrency=args.concurrency, **limits)
@@ -85,17 +80,16 @@ def is_directory(path: str) -> bool:
 
 
 def load_app_module():
-    """apps/app.py, imported as `apps.app` from the source tree that holds this genseq."""
-    if not (APPS_DIR / "app.py").is_file():
-        raise GenseqError(
-            f"the web app is not installed: {APPS_DIR / 'app.py'} is missing; "
-            "`genseq serve` runs from a source checkout installed with `pip install -e .`"
-        )
+    """The web app package, genseq_web, installed with genseq; imported only here, as it imports Gradio."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise GenseqError("the web app needs Gradio: pip install 'gradio>=6'") from None
-    root = str(APPS_DIR.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("apps.app")
+    try:
+        import genseq_web
+    except ImportError as error:
+        if error.name != "genseq_web":  # the app is there but something it imports is not: say what
+            raise
+        raise GenseqError("the web app is not installed: this genseq has no genseq_web package; "
+                          "reinstall genseq (pip install genseq)") from None
+    return genseq_web

@@ -1,9 +1,9 @@
-"""Command-line flags built from the tasks' declarations, and rendering of a task's outputs.
+"""Command-line flags built from one task's declaration, and rendering of a task's outputs.
 
 Every input becomes a repeatable flag (`--prompt`, `--image`; repeating it
 makes a batch) and every option a typed flag, so a new task gets its CLI with
-no change here. Tasks that declare the same name share one flag; a flag that
-belongs to another task than the one chosen is rejected by name.
+no change here. Only the chosen task's declaration is read: no task's inputs
+or options can change another task's flags.
 """
 
 from __future__ import annotations
@@ -12,64 +12,37 @@ import argparse
 import math
 import re
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import ConfigError, DataError
-from . import shown
 from ..tasks import Option, Task
+from .flags import shown
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, task_classes: Iterable[type[Task]]) -> dict[str, list[str]]:
-    """One flag per distinct input and option name over all tasks, grouped under the first task declaring it.
-
-    List the default task first: a flag shared by several tasks shows the first
-    one's default, and the others' where they differ. Returns, per task, notes on
-    the inputs and options whose names another flag already takes.
-    """
-    notes: dict[str, list[str]] = {}
-    task_classes = list(task_classes)
-    defaults: dict[str, dict[str, object]] = {}
-    for task_class in task_classes:
-        for option in task_class.options:
-            defaults.setdefault(option.name, {})[task_class.name] = option.default
-    seen: set[str] = set()
-
-    def new_flag(task_class, role: str, name: str) -> bool:
-        """Whether the role's flag for name is to be added (not yet there, and not another flag's name)."""
-        if f"{role}_{name}" in seen:
-            return False
-        if flag(name) in parser._option_string_actions:
-            notes.setdefault(task_class.name, []).append(
-                f"the {role} {name} cannot be given here: another task's {flag(name)} takes its name")
-            return False
-        seen.add(f"{role}_{name}")
-        return True
-
-    for task_class in task_classes:
-        group = parser.add_argument_group(f"task {task_class.name}", task_class.description)
-        for item in task_class.inputs:
-            if not new_flag(task_class, "input", item.name):
-                continue
-            help_text = (item.description or item.kind).replace("%", "%%")
-            if item.kind == "text":
-                help_text += " ('-' reads standard input)"
-            group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
-                               help=f"{help_text}; repeat for a batch")
-        for option in task_class.options:
-            if not new_flag(task_class, "option", option.name):
-                continue
-            others = {name: value for name, value in defaults[option.name].items() if value != option.default}
-            _add_option(group, option, others)
-    return notes
+def add_generate_flags(parser: argparse.ArgumentParser, task_class: type[Task]) -> None:
+    """The flags of `genseq generate --task NAME`: one per input and per option of task_class, grouped under the task."""
+    group = parser.add_argument_group(f"task {task_class.name}", task_class.description.replace("%", "%%"))
+    for item in task_class.inputs:
+        help_text = (item.description or item.kind).replace("%", "%%")
+        if item.kind == "text":
+            help_text += " ('-' reads standard input)"
+        group.add_argument(flag(item.name), dest=f"input_{item.name}", action="append", metavar=item.kind.upper(),
+                           help=f"{help_text}; repeat for a batch")
+    for option in task_class.options:
+        _add_option(group, option)
 
 
-def _add_option(group, option: Option, other_defaults: dict[str, object]) -> None:
-    default = f"default {option.default!r}" + "".join(f", {name}: {value!r}" for name, value in other_defaults.items())
-    details = [default]
+def task_flags(task_class: type[Task]) -> list[str]:
+    """The flags of task_class's inputs and options, in declaration order."""
+    return [flag(port.name) for port in (*task_class.inputs, *task_class.options)]
+
+
+def _add_option(group, option: Option) -> None:
+    details = [f"default {option.default!r}"]
     if option.minimum is not None or option.maximum is not None:
         details.append(f"range {option.range_text()}")
     help_text = f"{option.help} ({', '.join(details)})".strip().replace("%", "%%")  # plain text, not an argparse format
@@ -85,19 +58,10 @@ def _add_option(group, option: Option, other_defaults: dict[str, object]) -> Non
                            choices=option.choices)
 
 
-def collect_options(args, task_class: type[Task]) -> dict:
-    """The options given on the command line, checked by the task (which fills in the rest)."""
-    own = {option.name: option for option in task_class.options}
-    given = {}
-    for name, value in vars(args).items():
-        if not name.startswith("option_") or value is None:
-            continue
-        name = name[len("option_"):]
-        if name not in own:
-            valid = ", ".join(flag(n) for n in own) or "none"
-            raise ConfigError(f"{flag(name)} is not an option of task {task_class.name}; its options are: {valid}")
-        given[name] = _convert(own[name], value)
-    return given
+def parse_task_options(args, task_class: type[Task]) -> dict:
+    """The options given on the command line, converted from text; the task checks them and fills in the rest."""
+    return {option.name: _convert(option, getattr(args, f"option_{option.name}")) for option in task_class.options
+            if getattr(args, f"option_{option.name}", None) is not None}
 
 
 def _convert(option: Option, value):
@@ -123,15 +87,11 @@ def _unescape(text: str) -> str:
 
 def collect_batch(args, task_class: type[Task]) -> list[dict]:
     """One input dict per batch item; an input given once is shared by every item."""
-    declared = {item.name for item in task_class.inputs}
-    for name, value in vars(args).items():
-        if name.startswith("input_") and value is not None and name[len("input_"):] not in declared:
-            raise ConfigError(f"task {task_class.name} takes no {flag(name[len('input_'):])}")
     values = {item.name: getattr(args, f"input_{item.name}", None) or [] for item in task_class.inputs}
     missing = [flag(name) for name, given in values.items() if not given]
     if missing:
         raise ConfigError(f"task {task_class.name} needs {' and '.join(missing)}")
-    size = max(len(given) for given in values.values())
+    size = max((len(given) for given in values.values()), default=1)  # a task without inputs runs once
     for name, given in values.items():
         if len(given) not in (1, size):
             raise ConfigError(f"{flag(name)} is given {len(given)} times but the batch has {size} items")
@@ -174,11 +134,16 @@ def render(task_class: type[Task], result: dict, skip: Iterable[str] = ()) -> st
             lines.append(str(value))
         elif output.kind == "ranked":
             lines.append(f"{output.name}:")
-            lines.extend(f"  {entry['label']!s:<24} {entry['prob']:.4f}" for entry in value)
+            lines.extend(f"  {entry['label']!s:<24} {probability(entry['prob'])}" for entry in value)
         elif output.kind == "label":
-            lines.append(f"{output.name}: {value['label']} ({value['prob']:.4f})")
+            lines.append(f"{output.name}: {value['label']} ({probability(value['prob'])})")
         elif output.kind == "number":
             lines.append(f"{output.name}: {value:.4f}" if isinstance(value, float) else f"{output.name}: {value}")
         else:
             lines.append(f"{output.name}: {value}")
     return "\n".join(lines)
+
+
+def probability(value: float) -> str:
+    """Four decimals, or two significant digits with an exponent below 0.0001, which four decimals show as 0."""
+    return f"{value:.4f}" if value >= 1e-4 or value == 0 else f"{value:.2e}"

@@ -1,4 +1,9 @@
-"""`genseq tasks`: list the registered task plugins and whether each loads."""
+"""`genseq tasks`: list the registered task plugins and whether each loads.
+
+A task that cannot be used gets a short status in the table (error,
+incompatible, disabled) and its reason on a line of its own below, so that a
+long error never widens the table.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +20,32 @@ def run(args) -> int:
     import warnings
 
     from ..plugins import discover
+    from . import one_line
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         infos = discover()
-    rows = [info.to_dict() for info in infos]
     if args.json:
-        print(json.dumps({"tasks": rows, "warnings": [str(w.message) for w in caught]}, indent=2))
+        print(json.dumps({"tasks": [info.to_dict() for info in infos], "warnings": [str(w.message) for w in caught]},
+                         indent=2))
         return 0
-    if not rows:
+    if not infos:
         print("no tasks are registered")
         return 0
-    table = [("TASK", "SOURCE", "STATUS", "DESCRIPTION")] + [
-        (row["name"], f"{row['distribution']} {row['version']}".strip(), row["status"], row["description"]) for row in rows
-    ]
-    widths = [max(len(line[column]) for line in table) for column in range(3)]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[3])
+    print_table([("TASK", "SOURCE", "STATUS", "DESCRIPTION")] + [
+        (info.name, f"{info.distribution} {info.version}".strip(), info.state, info.to_dict()["description"])
+        for info in infos
+    ])
+    for info in infos:
+        if info.problem and info.state != "disabled":
+            print(one_line(f"{info.name} ({info.distribution}) {info.problem}", limit=300))
     for warning in caught:
         print(f"warning: {warning.message}")
     return 0
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one left as it is."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])

@@ -1,61 +1,34 @@
 """The generation engine: sampling strategies, beam search, streaming and fast batched decoding.
 
-    logits -> processors (processors.py) -> next_token (sampling.py) or beam search (beam.py)
-           -> token ids (engine.py) -> text, stop strings, streams (text.py)
+    prompts -> prefill (prefill.py) -> logits -> processors (processors.py)
+            -> next_token (sampling.py) or beam search (beam.py) -> token ids (engine.py)
+            -> text, stop strings, streams (text.py)
 
-The engine works on token ids and tensors; text enters and leaves through the
-tokenizer in text.py only.
+The engine works on token ids and tensors, and on any model that provides
+protocol.DecodableModel; text enters and leaves through the tokenizer in
+text.py only. The names below are imported on first use, so importing the
+package or its config does not import torch. A task turns its options into
+a GenerationConfig with genseq.tasks.generation_options and generation_config.
 """
 
-from .beam import beam_search
-from .config import MAX_NEW_TOKENS, PRECISIONS, GenerationConfig
-from .engine import GeneratedSequence, Step, encode_prompts, generate_ids, sample_steps
-from .precision import decoding_step
-from .processors import (
-    BannedTokens,
-    LogitsProcessor,
-    MinNewTokens,
-    MinP,
-    NoRepeatNGram,
-    RepetitionPenalty,
-    Temperature,
-    TopK,
-    TopP,
-    TypicalP,
-    apply_processors,
-    build_processors,
-)
-from .sampling import next_token
-from .text import Completion, IncrementalDecoder, TextStream, completion, generate, stream
+from __future__ import annotations
 
-__all__ = [
-    "BannedTokens",
-    "Completion",
-    "GeneratedSequence",
-    "GenerationConfig",
-    "IncrementalDecoder",
-    "LogitsProcessor",
-    "MAX_NEW_TOKENS",
-    "MinNewTokens",
-    "MinP",
-    "NoRepeatNGram",
-    "PRECISIONS",
-    "RepetitionPenalty",
-    "Step",
-    "Temperature",
-    "TextStream",
-    "TopK",
-    "TopP",
-    "TypicalP",
-    "apply_processors",
-    "beam_search",
-    "build_processors",
-    "completion",
-    "decoding_step",
-    "encode_prompts",
-    "generate",
-    "generate_ids",
-    "next_token",
-    "sample_steps",
-    "stream",
-]
+from ..lazy import lazy_attributes
+from .config import MAX_NEW_TOKENS, PRECISIONS, GenerationConfig
+
+_EXPORTS = {  # module -> the names it gives the package
+    ".protocol": ("DecodableModel", "DecodingStep", "GeneratedSequence", "MakeLinear", "State", "Step", "StopHook"),
+    ".engine": ("generate_ids",),
+    ".prefill": ("encode_prompts",),
+    ".sampling": ("next_token", "sample_steps"),
+    ".beam": ("beam_search",),
+    ".precision": ("decoding_step",),
+    ".processors": ("BannedTokens", "LogitsProcessor", "MinNewTokens", "MinP", "NoRepeatNGram", "RepetitionPenalty",
+                    "Temperature", "TopK", "TopP", "TypicalP", "apply_processors", "build_processors"),
+    ".text": ("Completion", "IncrementalDecoder", "TextStream", "completion", "generate", "stream"),
+}
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(["GenerationConfig", "MAX_NEW_TOKENS", "PRECISIONS", *_LAZY])
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

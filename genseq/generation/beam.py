@@ -5,12 +5,10 @@ per prompt, files those ending in EOS as finished hypotheses and continues the
 best num_beams others; the state follows its beams by index_select on the batch
 dimension. A hypothesis is ranked by its log-probability / length ** length_penalty.
 
-A model may list in prompt_state the indices of state tensors that belong to
-the prompt, not to a beam, and that its step passes on unchanged (a captioner's
-image features). Beam search keeps those at one row per searching prompt while
-the other entries have num_beams consecutive rows per prompt, so they are never
-repeated or reordered as beams fork, only selected when prompts leave; the
-model's step broadcasts them: row r of the others goes with row r // num_beams.
+The state entries a model lists in prompt_state (protocol.py) stay at one row
+per searching prompt while the others have num_beams consecutive rows per
+prompt, so they are never repeated or reordered as beams fork, only selected
+when prompts leave.
 """
 
 from __future__ import annotations
@@ -22,9 +20,10 @@ import torch
 from torch import Tensor
 
 from .config import GenerationConfig
-from .engine import GeneratedSequence, History, StopHook, encode_prompts, eval_mode
 from .precision import decoding_step
+from .prefill import encode_prompts
 from .processors import NEG_INF, apply_processors, build_processors
+from .protocol import DecodableModel, GeneratedSequence, History, StopHook, eval_mode
 
 
 @dataclass
@@ -66,7 +65,7 @@ class Beams:
 
 
 def beam_search(
-    model, prompts: list[list[int]], config: GenerationConfig, eos_id: int,
+    model: DecodableModel, prompts: list[list[int]], config: GenerationConfig, eos_id: int,
     start_id: int | None = None, stop_hook: StopHook | None = None,
 ) -> list[list[GeneratedSequence]]:
     """The num_return_sequences best continuations of each prompt, best first."""
@@ -76,7 +75,7 @@ def beam_search(
     with eval_mode(model), torch.inference_mode():
         advance = decoding_step(model, config.precision)
         logits, state = encode_prompts(model, prompts, eos_id if start_id is None else start_id)
-        invariant = frozenset(getattr(model, "prompt_state", ()))
+        invariant = frozenset(model.prompt_state)
         rows = torch.arange(len(prompts)).repeat_interleave(K)  # (R,) R = P * K
         logits, state = logits[rows.to(logits.device)], _follow_beams(state, rows, invariant)
         # All K beams of a prompt start identical, so only the first may expand at the first step.

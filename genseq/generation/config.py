@@ -2,13 +2,17 @@
 
 A bad value raises ConfigError (a ValueError) naming the option and its allowed
 range; options that contradict each other (beam search with sampling-only
-options) are rejected here, before any model runs.
+options) are rejected here, before any model runs. Only values the caller
+chose can contradict: the fields named in `defaulted` hold someone else's
+default (a task's), and those yield to beam search instead: a sampling-only
+one is set to its neutral value, and num_return_sequences is lowered to
+num_beams.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -41,8 +45,12 @@ class GenerationConfig:
     max_time: float | None = None  # seconds
     seed: int | None = None  # None: a fresh random seed each call
     precision: str = "fp32"  # of the decoding step's matrix products: fp32, bf16, int8 or auto
+    # Fields holding a default rather than the caller's choice: they yield to beam search instead of conflicting.
+    defaulted: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "defaulted", frozenset(self.defaulted))
+        _check_names(self.defaulted)
         object.__setattr__(self, "stop", _tuple_of("stop", self.stop, str))
         object.__setattr__(self, "banned_token_ids", _tuple_of("banned_token_ids", self.banned_token_ids, int))
         _integer("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
@@ -70,7 +78,14 @@ class GenerationConfig:
         if self.precision == "int8":
             _check_int8()
         if self.num_beams > 1:
+            self._yield_defaults_to_beam_search()
             self._check_beam_search()
+
+    def _yield_defaults_to_beam_search(self):
+        for name in SAMPLING_ONLY.keys() & self.defaulted:
+            object.__setattr__(self, name, SAMPLING_ONLY[name])
+        if "num_return_sequences" in self.defaulted:
+            object.__setattr__(self, "num_return_sequences", min(self.num_return_sequences, self.num_beams))
 
     def _check_beam_search(self):
         changed = [name for name, neutral in SAMPLING_ONLY.items() if getattr(self, name) != neutral]
@@ -91,12 +106,18 @@ class GenerationConfig:
         return self.num_beams == 1 and self.temperature > 0
 
     def updated(self, **options: Any) -> "GenerationConfig":
-        """A copy with options changed; an unknown option name is a ConfigError listing the known ones."""
-        known = {field.name for field in fields(self)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"unknown generation option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
+        """A copy with options changed, which become the caller's choices; an unknown option name is a
+        ConfigError listing the known ones."""
+        _check_names(set(options) - {"defaulted"})
+        options.setdefault("defaulted", self.defaulted - set(options))
         return replace(self, **options)
+
+
+def _check_names(names) -> None:
+    known = sorted(field.name for field in fields(GenerationConfig) if field.name != "defaulted")
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown generation option {unknown[0]!r}; known options: {', '.join(known)}")
 
 
 def _check_int8() -> None:

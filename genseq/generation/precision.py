@@ -3,8 +3,8 @@
 fp32 is model.stepper() as trained. A one-token step on a CPU is bound by the
 bytes of weights it reads, so bf16 (half the bytes) and int8 (a quarter:
 dynamic quantization with per-row int8 weights, each input row quantized as
-it comes) can make it faster at a small cost in perplexity; README.md has the
-measured figures. Only the step's matrix products change precision: the
+it comes) can make it faster at a small cost in perplexity; docs/generation.md
+has the measured figures. Only the step's matrix products change precision: the
 embedding, the gates and the carried state stay fp32.
 
 Which kernel is fastest depends on the CPU: oneDNN's packed layout wins on
@@ -32,6 +32,7 @@ from .. import capabilities
 from ..errors import ConfigError
 from ..model import PackedLinear
 from .config import PRECISIONS
+from .protocol import DecodableModel
 
 
 class AddmmLinear:
@@ -138,15 +139,15 @@ class FastestLinear:
 _steps: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def decoding_step(model, precision: str = "fp32"):
+def decoding_step(model: DecodableModel, precision: str = "fp32"):
     """model.stepper() with its matrix products in precision ("fp32", "bf16", "int8" or "auto").
 
-    The step is cached on model.step_owner where a model declares one (a
-    captioner bound to a batch of images: its decoder), else on the model.
+    The step is cached per model.network, which outlives a model that is built
+    per call (a captioner bound to a batch of images: its decoder).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    owner = getattr(model, "step_owner", model)
+    owner = model.network
     fingerprint = tuple((p.data_ptr(), p._version) for p in owner.parameters())
     cached = _steps.setdefault(owner, {})
     if precision in cached and cached[precision][0] == fingerprint:

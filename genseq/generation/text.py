@@ -19,7 +19,9 @@ from typing import Any, Iterator
 
 from ..errors import ConfigError
 from .config import GenerationConfig
-from .engine import GeneratedSequence, generate_ids, sample_steps
+from .engine import generate_ids
+from .protocol import DecodableModel, GeneratedSequence
+from .sampling import sample_steps
 
 CONTEXT_TOKENS = 4  # prompt tokens an incremental decoder starts from, to space the first word right
 LONGEST_WORD = 32  # a stream releases a run of text without spaces (CJK, say) once it is this long
@@ -39,7 +41,7 @@ class Completion:
 
 
 # ---- one call, whole completions ---------------------------------------------------
-def generate(model, tokenizer, prompts: str | list[str], config: GenerationConfig | None = None, **options):
+def generate(model: DecodableModel, tokenizer, prompts: str | list[str], config: GenerationConfig | None = None, **options):
     """Continue a prompt (-> list of Completion) or a list of prompts (-> one such list per prompt).
 
     options override fields of config, e.g. generate(model, tokenizer, "Once", temperature=0.8, seed=1).
@@ -72,7 +74,7 @@ def completion(tokenizer, prompt_ids: list[int], sequence: GeneratedSequence, st
 
 
 # ---- streaming -----------------------------------------------------------------------
-def stream(model, tokenizer, prompt: str, config: GenerationConfig | None = None, **options) -> "TextStream":
+def stream(model: DecodableModel, tokenizer, prompt: str, config: GenerationConfig | None = None, **options) -> "TextStream":
     """Iterate over the text of one sampled (or greedy) continuation as it is generated."""
     return TextStream(model, tokenizer, prompt, _config(config, options))
 

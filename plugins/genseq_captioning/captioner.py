@@ -23,21 +23,9 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
 from genseq import Tokenizer
-from genseq.checkpoint import (
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    build_checked,
-    load_weights,
-    model_config_from,
-    model_files,
-    read_config,
-    read_header,
-    read_weights,
-    resolve,
-    write_files,
-)
-from genseq.errors import CheckpointError, GenseqError
+from genseq.checkpoint import WEIGHTS_FILE, ModelKind, load_checkpoint, model_files, write_files
+from genseq.defaults import packaged_model_dir
+from genseq.errors import CheckpointError
 from genseq.generation import GeneratedSequence, GenerationConfig, generate_ids
 
 from .decoder import BoundDecoder, CaptionDecoder, DecoderConfig
@@ -155,38 +143,18 @@ class Captioner(nn.Module):
         write_files(directory, self.files(**extra))
 
 
-def build(model_config: dict, tokenizer: Tokenizer, path: Path | str, header: dict[str, tuple[int, ...]]) -> Captioner:
-    """The Captioner a config.json's model_config describes, with random weights, checked against
-    the header of the weights file beside it (read_header) before anything is allocated."""
-    if not isinstance(model_config, dict) or not {"encoder", "decoder"} <= set(model_config):
-        raise CheckpointError(f"{path} has an invalid captioner model_config (it needs \"encoder\" and \"decoder\")")
-    encoder_config = model_config_from(EncoderConfig, model_config["encoder"], path, header)
-    decoder_config = model_config_from(DecoderConfig, model_config["decoder"], path, header)
+def build(configs: dict, tokenizer: Tokenizer) -> Captioner:
+    """A captioner of fresh weights from its parts' configs ({"encoder": EncoderConfig, "decoder": DecoderConfig})."""
+    return Captioner(ImageEncoder(configs["encoder"]), CaptionDecoder(configs["decoder"]), tokenizer)
 
-    def make() -> Captioner:
-        try:
-            return Captioner(ImageEncoder(encoder_config), CaptionDecoder(decoder_config), tokenizer)
-        except GenseqError as error:
-            raise CheckpointError(f"{path}: {error}") from None
 
-    return build_checked(make, header, Path(path).with_name(WEIGHTS_FILE))
+CAPTIONER = ModelKind(KIND, {"encoder": EncoderConfig, "decoder": DecoderConfig}, build)
 
 
 def load_captioner(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Captioner:
     """Load a captioner checkpoint (None: the shipped default); the model is in eval mode."""
-    directory = resolve(name_or_path) if name_or_path is not None else default_dir()
-    config = read_config(directory, kind=KIND)
-    header = read_header(directory / WEIGHTS_FILE)
-    tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
-    captioner = build(config.get("model_config"), tokenizer, directory / CONFIG_FILE, header)
-    weights = {name: tensor.float() if tensor.is_floating_point() else tensor
-               for name, tensor in read_weights(directory / WEIGHTS_FILE).items()}
-    load_weights(captioner, weights, directory / WEIGHTS_FILE)
-    return captioner.to(device).eval()
+    return load_checkpoint(default_dir() if name_or_path is None else name_or_path, CAPTIONER, device)[0]
 
 
 def default_dir() -> Path:
-    if not (DEFAULT_DIR / CONFIG_FILE).exists():
-        raise CheckpointError(f"this installation has no default captioner ({DEFAULT_DIR}); pass --model DIR with a "
-                              "checkpoint from `genseq train captioning`")
-    return DEFAULT_DIR
+    return packaged_model_dir(DEFAULT_DIR, "default captioner", "genseq train captioning")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 
-from genseq.cli import (
-    add_device_flag, build_config, config_flag, device, duration, fraction, non_negative_float, non_negative_int, path,
-    positive_float, positive_int, run_directory, saved_training_config, seed, training_outcome,
+from genseq.cli.flags import (
+    add_device_flag, add_run_flags, build_config, config_flag, fraction, non_negative_float, non_negative_int, path,
+    positive_float, positive_int, run_directory, saved_training_config, training_outcome,
 )
 
 
@@ -51,23 +51,16 @@ def add_train_arguments(parser) -> None:
     decoder.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model instead of training one")
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
+    add_run_flags(training, CaptionTrainConfig, helps={
+        "patience": "validations without a better BLEU-4 before stopping; 0 never stops",
+        "max_time": "wall-clock budget (300, 15m, 2h); the schedule follows it"})
     flag = functools.partial(config_flag, training, CaptionTrainConfig)
-    flag("epochs", type=positive_int)
-    flag("batch_size", type=positive_int)
-    flag("lr", type=positive_float)
     flag("encoder_lr", "for fine-tuned encoder stages", type=positive_float)
     flag("weight_decay", type=non_negative_float)
     flag("warmup_steps", type=non_negative_int)
-    flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
     flag("attention_regularization", "lambda of the doubly stochastic attention regularisation; 0 turns it off",
          type=non_negative_float)
-    flag("patience", "epochs without a better validation BLEU-4 before stopping; 0 never stops", type=non_negative_int)
     flag("max_caption_tokens", "longer captions are cut for training", type=positive_int)
-    flag("max_time", "training time budget (300, 15m, 2h)", type=duration, default_text="none")
-    flag("checkpoint_minutes", type=non_negative_float)
-    flag("seed", type=seed)
-    flag("device", "auto, cpu, cuda or cuda:N", type=device)
-    training.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 ENCODER_FLAGS = ("encoder", "image_size", "trainable_stages")
@@ -102,7 +95,7 @@ def run_train(args) -> int:
         shutdown()
     progress = trainer.progress
     return training_outcome("captioning", args, out_dir, progress.finished, progress.step,
-                            lambda: f"best validation BLEU-4 {progress.best_bleu4:.4f}",
+                            lambda: f"best validation BLEU-4 {progress.best['bleu4']:.4f}",
                             data_flags={"split": "train", "valid_split": "validation", "image_column": None,
                                         "caption_columns": None}, is_main=trainer.world.is_main)
 
@@ -112,7 +105,7 @@ def check_new_model(args, encoder_config, decoder_options: dict, config) -> None
     data is read."""
     from genseq.memory import FLOAT_BYTES, TRAINING_COPIES, check_fits
     from genseq.tokenizer import Tokenizer
-    from genseq.train import resolve_device
+    from genseq.runs import resolve_device
 
     from .decoder import DecoderConfig
     from .train import pretrained_source
@@ -144,7 +137,7 @@ def add_eval_arguments(parser) -> None:
 
 
 def run_eval(args) -> dict:
-    from genseq.train import resolve_device
+    from genseq.runs import resolve_device
 
     from .captioner import load_captioner
     from .data import load_caption_set

@@ -13,9 +13,9 @@ al. 2015): the image only sets the initial state and the LSTM reads words.
 
 Every per-image tensor is laid out with the batch on dim 1, as the generation
 engine expects of a state, so beams and finished rows reorder it with one
-index_select. BoundDecoder is the decoder bound to a batch of images in the
-form genseq's engine takes (encode / logits / stepper), so greedy decoding,
-sampling and beam search are the engine's own, batched over images and beams.
+index_select. BoundDecoder is the decoder bound to a batch of images as a
+genseq.generation.DecodableModel, so greedy decoding, sampling and beam
+search are the engine's own, batched over images and beams.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class AttentionStep:
 
 
 class BoundDecoder:
-    """The decoder bound to a batch of images, shaped as genseq's generation engine expects a model.
+    """The decoder bound to a batch of images: a genseq.generation.DecodableModel.
 
     encode() runs the prompt ([BOS]) from each image's initial state; stepper()
     advances every row by one word. The image features live in the state, so
@@ -205,13 +205,19 @@ class BoundDecoder:
     def __init__(self, decoder: CaptionDecoder, features: Tensor):
         self.decoder, self.features = decoder, features  # features (P, C, h, w)
 
-    def encode(self, ids: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        """ids (P, T), one row per image -> (hidden (P, T, H), state after the last id)."""
+    @property
+    def network(self) -> CaptionDecoder:
+        # A BoundDecoder lives for one batch of images; the engine keeps its built and measured steps per
+        # network, and the step reads only the decoder's weights, so they are built once, not every batch.
+        return self.decoder
+
+    def encode(self, ids: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """ids (P, T), one row per image -> (hidden (P, T, H), state after the last id), from state or each image's own."""
         if lengths is not None:
             raise ConfigError("caption prompts must all have the same length")
-        state = self.decoder.initial_state(self.features)
+        state = self.decoder.initial_state(self.features) if state is None else state
         if ids.size(1) == 1 and not (torch.is_grad_enabled() or self.decoder.training):  # the usual [BOS]: one fused step
-            from genseq.generation.precision import decoding_step
+            from genseq.generation import decoding_step
 
             state = decoding_step(self, "fp32").advance(ids[:, 0], state)
             return state[0][0][:, None], state
@@ -223,23 +229,3 @@ class BoundDecoder:
 
     def stepper(self, make_linear=None) -> AttentionStep:
         return self.decoder.stepper(make_linear)
-
-    @property
-    def step_owner(self) -> CaptionDecoder:
-        # A BoundDecoder lives for one batch of images, so genseq's cache of built and measured steps
-        # would pack the weights again for every batch: the step reads only the decoder's, cached there.
-        return self.decoder
-
-    def parameters(self):
-        return self.decoder.parameters()
-
-    @property
-    def training(self) -> bool:
-        return self.decoder.training
-
-    def train(self, mode: bool = True) -> "BoundDecoder":
-        self.decoder.train(mode)
-        return self
-
-    def eval(self) -> "BoundDecoder":
-        return self.train(False)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 
-from genseq.generation.options import generation_config, generation_options
-from genseq.tasks import Input, Option, Output, Task
+from genseq.tasks import Input, Option, Output, Task, generation_config, generation_options
 
 
 class CaptioningTask(Task):
@@ -24,10 +23,15 @@ class CaptioningTask(Task):
         Output("attention", "image", "the image with one attention heat map per word (with the attention option)"),
     )
     options = (
-        *generation_options(without=("stop", "banned_ids"), max_new_tokens=40, temperature=0.0),
-        Option("attention", False, "return the attention-map picture of each image"),
-        Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str),
+        # Greedy unless the caller samples (beam search sets a default temperature aside), and a caption per beam.
+        *generation_options(without=("stop", "banned_ids"), max_new_tokens=40, temperature=0.0, num_return_sequences=None),
+        Option("attention", False, "return the attention-map picture of each image", app_default=True),
+        Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str,
+               server_side=True),
     )
+    examples = tuple({"image": f"examples/{name}.png"} for name in (
+        "shark", "flamingo", "dog_face", "cactus", "red_apple", "woman_biking", "emoji_1f600", "emoji_1f431"))
+    model_kinds = ("captioner",)
     commands = ".cli"  # genseq train / eval captioning
 
     def load(self, model_path):
@@ -46,7 +50,7 @@ class CaptioningTask(Task):
             results[index]["error"] = error
         if not loaded.rows:
             return results
-        config, seed = self._config(options)
+        config, seed = generation_config(options)
         start = time.perf_counter()
         features = captioner.encode_images(loaded.pixels)  # (G, C, h, w)
         captions = captioner.generate(features, config)
@@ -65,14 +69,6 @@ class CaptioningTask(Task):
         return [{key: result[key] for key in keys if key in result} for result in results]
 
     # ---- helpers -------------------------------------------------------------------
-    def _config(self, options):
-        engine = dict(options)
-        if engine["num_beams"] > 1:
-            if engine["temperature"] == 0.0:  # greedy is this task's default; beam search takes the neutral 1
-                engine["temperature"] = 1.0
-            engine["num_return_sequences"] = engine["num_beams"]
-        return generation_config(engine)
-
     @staticmethod
     def _result(captioner, ranked, weights, square):
         """One image's result and its attention-map row."""

@@ -19,10 +19,8 @@ averages are those of the whole batch.
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,40 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from genseq import Tokenizer
-from genseq.checkpoint import (
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    atomic_write,
-    load_weights,
-    read_config,
-    read_directory_path,
-    read_header,
-    read_weights,
-)
+from genseq.checkpoint import WEIGHTS_FILE, build_saved, read_directory_path
 from genseq.distributed import World
-from genseq.errors import ConfigError, DataError, TrainingError
+from genseq.errors import ConfigError, DataError
 from genseq.generation import GenerationConfig
-from genseq.train import (
-    STATE_JSON,
-    agree,
-    check_finite_training,
-    kept_checkpoints,
-    require_finite,
-    deferred_interrupt,
-    plot_metrics,
-    process_rng,
-    progress_from,
-    load_optimizer_state,
-    read_last,
-    refuse_existing_run,
-    resolve_device,
-    restore_process_rng,
-    truncate_metrics,
-    write_last,
-)
+from genseq.runs import RunConfig, RunLoop, RunProgress, cosine_factor, refuse_existing_run, resolve_device, warmup_factor
 
 from .bleu import caption_bleu
-from .captioner import KIND, Captioner, build
+from .captioner import CAPTIONER, Captioner
 from .data import CaptionSet, Features, cached_features, load_caption_set
 from .encoder import LITE0, EncoderConfig, load_pretrained, round_to_storage
 from .evaluate import decode_all
@@ -71,52 +43,41 @@ from .evaluate import decode_all
 
 
 @dataclass
-class CaptionTrainConfig:
+class CaptionTrainConfig(RunConfig):
     epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
+    clip_grad_norm: float = 5.0
+    patience: int = 5  # validations without a better BLEU-4 before stopping; 0 never stops
+    checkpoint_minutes: float = 5.0
     encoder_lr: float = 1e-4  # for fine-tuned encoder stages
     weight_decay: float = 0.0
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05  # the cosine schedule ends at lr * min_lr_ratio
-    clip_grad_norm: float = 5.0  # 0 turns clipping off
     attention_regularization: float = 1.0  # lambda of the doubly stochastic regularisation
-    patience: int = 5  # validations without a better BLEU-4 before stopping; 0 never stops
     max_caption_tokens: int = 40  # longer captions are cut for training
     max_new_tokens: int = 40  # caption length limit when validating
-    max_time: float | None = None  # seconds of training
     eval_batch_size: int = 64
-    checkpoint_minutes: float = 5.0
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
 
     def __post_init__(self):
-        require_finite(self)
-        for name in ("epochs", "batch_size", "max_caption_tokens", "max_new_tokens", "eval_batch_size"):
+        super().__post_init__()
+        for name in ("max_caption_tokens", "max_new_tokens", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0 or not self.encoder_lr > 0:
-            raise ConfigError(f"lr and encoder_lr must be positive, not {self.lr} and {self.encoder_lr}")
-        for name in ("weight_decay", "warmup_steps", "clip_grad_norm", "attention_regularization", "patience"):
+        if not self.encoder_lr > 0:
+            raise ConfigError(f"encoder_lr must be positive, not {self.encoder_lr}")
+        for name in ("weight_decay", "warmup_steps", "attention_regularization"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ConfigError(f"max_time must be positive, not {self.max_time}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], not {self.min_lr_ratio}")
 
 
 @dataclass
-class Progress:
-    """Everything besides tensors that a resumed run continues from."""
+class Progress(RunProgress):
+    """The run layer's counters, plus the captioner's place in an epoch."""
 
-    step: int = 0
-    epoch: int = 0
     batch: int = 0  # next batch of the current epoch
-    elapsed: float = 0.0  # seconds of training, across resumes
-    best_bleu4: float = -1.0
-    best_valid_loss: float = math.inf
-    validations_without_improvement: int = 0
-    finished: bool = False
 
 
 # ---- data -----------------------------------------------------------------------------
@@ -185,20 +146,13 @@ def caption_loss(captioner: Captioner, features: torch.Tensor, inputs, targets, 
 
 
 # ---- the trainer -----------------------------------------------------------------------
-class CaptionTrainer:
-    """Runs one training job into a run directory; see the module docstring for its layout."""
+class CaptionTrainer(RunLoop):
+    """Trains a captioner into a run directory (see genseq.runs for its layout); the model is self.model."""
 
     def __init__(self, captioner: Captioner, train_data: CaptionSet, valid_data: CaptionSet,
                  config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None):
-        self.config, self.out_dir, self.world = config, Path(out_dir), world or World()
+        super().__init__(captioner, config, out_dir, world, network=TeacherForced(captioner))
         self.world.rows(config.batch_size)  # the batch must split evenly over the processes
-        self.device = self.world.device(resolve_device(config.device))
-        self.captioner = captioner.to(self.device)
-        self.forward = TeacherForced(self.captioner)
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.tokenizer = captioner.tokenizer
         self.valid_data = valid_data
         self.train_features = self._features(train_data, "training")
@@ -206,15 +160,11 @@ class CaptionTrainer:
         self.pairs = Pairs.of(train_data, self.train_features, self.tokenizer, config.max_caption_tokens)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
-        self._stop_requested = False
-        self.batches_per_epoch = math.ceil(len(self.pairs) / config.batch_size)
-        self.total_steps = config.epochs * self.batches_per_epoch
-        torch.manual_seed(config.seed + self.world.rank)
 
     def _features(self, data: CaptionSet, what: str) -> Features:
         main = self.world.is_main
         with self.world.main_first():  # rank 0 computes and caches the features, the others then read them
-            features = cached_features(self.captioner.encoder, data.images, progress=self.config.progress and main,
+            features = cached_features(self.model.encoder, data.images, progress=self.config.progress and main,
                                        device=self.device)
         if features.errors and self.config.progress and main:
             from tqdm import tqdm
@@ -223,29 +173,39 @@ class CaptionTrainer:
         return features
 
     def _parameter_groups(self) -> list[dict]:
-        groups = [{"params": list(self.captioner.decoder.parameters()), "lr_scale": 1.0}]
-        encoder = [p for stage in self.captioner.encoder.trainable for p in stage.parameters()]
+        groups = [{"params": list(self.model.decoder.parameters()), "lr_scale": 1.0}]
+        encoder = [p for stage in self.model.encoder.trainable for p in stage.parameters()]
         if encoder:
             groups.append({"params": encoder, "lr_scale": self.config.encoder_lr / self.config.lr})
         return groups
 
-    # ---- schedule -----------------------------------------------------------------------
     def learning_rate(self) -> float:
-        config, step = self.config, self.progress.step
-        warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-        done = step / max(self.total_steps, 1)
-        if config.max_time:
-            done = max(done, self.progress.elapsed / config.max_time)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-        return config.lr * warmup * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+        config = self.config
+        return config.lr * warmup_factor(self.progress.step, config.warmup_steps) * cosine_factor(
+            self.fraction_done(), config.min_lr_ratio)
+
+    # ---- batches ------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.pairs) / self.config.batch_size)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         return torch.randperm(len(self.pairs), generator=generator)
 
+    def next_batch(self) -> torch.Tensor | None:
+        """The rows of the pairs in the next batch."""
+        progress, size = self.progress, self.config.batch_size
+        if progress.batch >= self.steps_per_epoch():
+            return None
+        progress.batch += 1
+        return self.epoch_order(progress.epoch)[(progress.batch - 1) * size : progress.batch * size]
+
+    def start_epoch(self) -> None:
+        self.progress.batch = 0
+
     # ---- one step ------------------------------------------------------------------------
-    def train_step(self, rows: torch.Tensor) -> float:
-        """One batch (rows of the pairs); each process trains its part, weighted by its share of the batch."""
+    def loss(self, rows: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Each process's part of the batch, weighted by its share of the batch's tokens."""
         world = self.world
         mine = rows.tensor_split(world.size)[world.rank]
         weight = 1.0
@@ -253,36 +213,22 @@ class CaptionTrainer:
             mine, weight = rows[:1], 0.0
         images, inputs, targets = self.pairs.batch(mine, self.tokenizer.bos_id, self.tokenizer.eos_id)
         features = self.train_features.values[images].to(self.device)
-        lr = self.learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        cross_entropy, uncovered, tokens, cells = loss_sums(self.forward, self.tokenizer.pad_id, features,
+        cross_entropy, uncovered, tokens, cells = loss_sums(self.network, self.tokenizer.pad_id, features,
                                                             inputs.to(self.device), targets.to(self.device))
         # Sums over the whole batch divided by the whole batch's counts; times the processes, as DDP averages.
         all_tokens, all_cells, all_cross_entropy = world.sum([tokens * weight, cells * weight,
                                                               cross_entropy.item() * weight])
         loss = cross_entropy / all_tokens
-        if self.captioner.decoder.config.attention and self.config.attention_regularization:
+        if self.model.decoder.config.attention and self.config.attention_regularization:
             loss = loss + self.config.attention_regularization * uncovered / all_cells
-        loss = loss * (weight * world.size)
-        value = all_cross_entropy / all_tokens
-        if not math.isfinite(value) or not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {value} at step {self.progress.step + 1}; training stopped and "
-                                f"{kept_checkpoints(self.out_dir)} (try a lower --lr)")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                           self.config.clip_grad_norm)
-        self.optimizer.step()
-        self.progress.step += 1
-        return value
+        return loss * (weight * world.size), all_cross_entropy / all_tokens
 
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self) -> dict[str, float]:
         """Teacher-forced cross-entropy and greedy BLEU-1..4 on the validation images."""
-        self.captioner.eval()
+        captioner = self.model
+        captioner.eval()
         readable = self.valid_features.readable
         pairs = Pairs.of(self.valid_data, self.valid_features, self.tokenizer, self.config.max_caption_tokens)
         total, count = 0.0, 0
@@ -290,137 +236,22 @@ class CaptionTrainer:
             rows = torch.arange(start, min(start + self.config.eval_batch_size, len(pairs)))
             images, inputs, targets = pairs.batch(rows, self.tokenizer.bos_id, self.tokenizer.eos_id)
             features = self.valid_features.values[images].to(self.device)
-            _, cross_entropy = caption_loss(self.captioner, features, inputs.to(self.device), targets.to(self.device), 0)
+            _, cross_entropy = caption_loss(captioner, features, inputs.to(self.device), targets.to(self.device), 0)
             tokens = int((targets != self.tokenizer.pad_id).sum())
             total, count = total + cross_entropy.item() * tokens, count + tokens
         greedy = GenerationConfig(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
-        captions = decode_all(self.captioner, self.valid_features.values[readable], greedy, self.config.eval_batch_size)
+        captions = decode_all(captioner, self.valid_features.values[readable], greedy, self.config.eval_batch_size)
         bleu = caption_bleu(captions, [self.valid_data.references[i] for i in readable])
-        self.captioner.train()
+        captioner.train()
         return {"loss": total / count, **{f"bleu{n}": bleu[f"bleu{n}"] for n in range(1, 5)}}
 
-    # ---- the loop -------------------------------------------------------------------------------
-    def fit(self) -> Progress:
-        """Train until the epochs, max_time, early stopping or a stop request; returns the progress."""
-        from tqdm import tqdm
+    def is_better(self, metrics: dict[str, float]) -> bool:
+        """The better BLEU-4, or the lower validation loss on a tie."""
+        best = self.progress.best
+        return not best or (metrics["bleu4"], -metrics["loss"]) > (best["bleu4"], -best["loss"])
 
-        config, progress, main = self.config, self.progress, self.world.is_main
-        if main:
-            self._prepare_out_dir()
-        self.captioner.train()
-        bar = tqdm(total=self.total_steps, initial=progress.step, disable=not (config.progress and main), unit="step",
-                   dynamic_ncols=True)
-        last_checkpoint = time.monotonic()
-        with bar, deferred_interrupt(self):
-            while not self._done():
-                order = self.epoch_order(progress.epoch)
-                rows = order[progress.batch * config.batch_size : (progress.batch + 1) * config.batch_size]
-                started = time.monotonic()
-                loss = self.train_step(rows)
-                progress.batch += 1
-                progress.elapsed += time.monotonic() - started
-                checkpoint_due = agree(self, time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60)
-                if progress.step % 10 == 0 or progress.step == 1:
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.learning_rate():.2e}")
-                    self._log({"split": "train", "loss": loss, "lr": self.learning_rate()})
-                bar.update()
-                if progress.batch >= self.batches_per_epoch:
-                    progress.epoch, progress.batch = progress.epoch + 1, 0
-                    self._validate_and_record()
-                if checkpoint_due:
-                    self.save_last()
-                    last_checkpoint = time.monotonic()
-            if not self._stop_requested:
-                if progress.batch:  # a time budget ended the run inside an epoch
-                    self._validate_and_record()
-                progress.finished = True
-            self.save_last()
-        self.forward = TeacherForced(self.captioner)  # DDP must be gone before its process group is
-        return progress
-
-    def request_stop(self) -> None:
-        """Stop after the current step with a resumable checkpoint (what Ctrl-C does)."""
-        self._stop_requested = True
-
-    def _done(self) -> bool:
-        progress, config = self.progress, self.config
-        stopped_early = bool(config.patience) and progress.validations_without_improvement >= config.patience
-        out_of_time = config.max_time is not None and progress.elapsed >= config.max_time
-        return self._stop_requested or progress.finished or progress.epoch >= config.epochs or stopped_early or out_of_time
-
-    def _validate_and_record(self) -> None:
-        """Validate and keep the best captioner: the best BLEU-4, the lower validation loss on a tie."""
-        progress, main = self.progress, self.world.is_main
-        names = ("loss", "bleu1", "bleu2", "bleu3", "bleu4")
-        measured = self.validate() if main else {}  # rank 0 validates, every process follows its result
-        metrics = dict(zip(names, self.world.sum([measured.get(name, 0.0) for name in names])))
-        improved = (metrics["bleu4"], -metrics["loss"]) > (progress.best_bleu4, -progress.best_valid_loss)
-        if improved:
-            progress.best_bleu4, progress.best_valid_loss = metrics["bleu4"], metrics["loss"]
-            progress.validations_without_improvement = 0
-            check_finite_training(self.captioner, self.optimizer, self.out_dir, progress.step)
-            if main:
-                self.captioner.save(self.out_dir, training_config=asdict(self.config),
-                                    training={"step": progress.step, "epoch": progress.epoch, **metrics})
-        else:
-            progress.validations_without_improvement += 1
-        if not main:
-            return
-        self._log({"split": "valid", **metrics, "best": improved})
-        if self.config.progress:
-            from tqdm import tqdm
-
-            tqdm.write(f"epoch {progress.epoch}: valid loss {metrics['loss']:.4f}, BLEU-1 {metrics['bleu1']:.3f}, "
-                       f"BLEU-4 {metrics['bleu4']:.3f}{' (best)' if improved else ''}")
-        atomic_write(self.out_dir / "loss.png", plot_metrics(self.out_dir / "metrics.jsonl"))
-
-    # ---- checkpoints and metrics ---------------------------------------------------------------
-    def _prepare_out_dir(self) -> None:
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"cannot write to {self.out_dir}: {error.strerror}") from None
-
-    def save_last(self) -> None:
-        """Write the resumable checkpoint last/ as one atomic directory swap (rank 0 writes)."""
-        check_finite_training(self.captioner, self.optimizer, self.out_dir, self.progress.step)
-        rng = process_rng(self.world)
-        if not self.world.is_main:
-            return
-        state = {"optimizer": self.optimizer.state_dict(), "rng": rng[0].clone(), "process_rng": rng}
-        write_last(self.out_dir, self.captioner.files(training_config=asdict(self.config)),
-                   {"progress": asdict(self.progress)}, state)
-
-    def resume(self) -> None:
-        """Continue from last/: weights, optimizer, progress and RNG."""
-        last, saved, state = read_last(self.out_dir)
-        progress = progress_from(Progress, saved.get("progress"), last / STATE_JSON)
-        load_weights(self.captioner, _float_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-        load_optimizer_state(self.optimizer, state["optimizer"], last)
-        self.progress, progress.finished = progress, False
-        restore_process_rng(state, self.world, self.config.seed, self.progress.step)
-        if self.world.is_main:
-            truncate_metrics(self.out_dir / "metrics.jsonl", self.progress.step)
-
-    def _log(self, record: dict) -> None:
-        if not self.world.is_main:
-            return
-        progress = self.progress
-        record = {"step": progress.step, "epoch": progress.epoch, "time": round(progress.elapsed, 3), **record}
-        with open(self.out_dir / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(record) + "\n")
-
-
-def _float_weights(path: Path) -> dict[str, torch.Tensor]:
-    return {name: t.float() if t.is_floating_point() else t for name, t in read_weights(path).items()}
-
-
-def resume_captioner(out_dir: Path) -> Captioner:
-    """The captioner of out_dir/last, as saved (weights loaded by CaptionTrainer.resume)."""
-    last = read_directory_path(out_dir / "last")
-    config = read_config(last, kind=KIND)
-    return build(config.get("model_config"), Tokenizer.load(last / TOKENIZER_FILE), last / "config.json",
-                 read_header(last / WEIGHTS_FILE))
+    def summary(self, metrics: dict[str, float]) -> str:
+        return f"valid loss {metrics['loss']:.4f}, BLEU-1 {metrics['bleu1']:.3f}, BLEU-4 {metrics['bleu4']:.3f}"
 
 
 # ---- a whole run ---------------------------------------------------------------------------------
@@ -475,7 +306,7 @@ def train_captioner(
         refuse_existing_run(out_dir)  # before the data is read
     train_data, valid_data = data.load(config.seed)
     if resume:
-        captioner = resume_captioner(out_dir)
+        captioner, _ = build_saved(read_directory_path(out_dir / "last"), CAPTIONER)
     else:
         if tokenizer_path:
             tokenizer = Tokenizer.load(tokenizer_path)

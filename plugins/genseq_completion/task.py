@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 
 from genseq.errors import ConfigError
-from genseq.generation.options import generation_config, generation_options
-from genseq.tasks import Input, Option, Output, Task
+from genseq.tasks import Action, Input, Option, Output, Task, generation_config, generation_options
 
 
 class CompletionTask(Task):
     name = "completion"
     description = "Continue a prompt with the language model, or suggest the most likely next words."
+    commands = ".commands"  # `genseq train completion` and `genseq eval completion`: its language model
     inputs = (Input("prompt", "text", "the text to continue; empty starts a new document"),)
     echo_input = "prompt"
     outputs = (
@@ -25,8 +25,15 @@ class CompletionTask(Task):
     )
     options = (
         *generation_options(),
-        Option("suggest", 0, "instead of continuing, list this many most likely next words", minimum=0, maximum=100),
+        Option("suggest", 0, "instead of continuing, list this many most likely next words", minimum=0, maximum=100,
+               advanced=True, app_default=5),
     )
+    # The web tab's second button: the next words, a click on one adds it to the prompt.
+    actions = (Action("suggest", "Suggest next words", options=("suggest",), outputs=("suggestions",),
+                      continues="prompt"),)
+    examples = ({"prompt": "Shall I compare thee to a summer's day?"}, {"prompt": "It is a truth universally acknowledged"},
+                {"prompt": "Call me Ishmael."})
+    model_kinds = ("lm",)
 
     def load(self, model_path):
         from genseq import default_model_dir, from_pretrained

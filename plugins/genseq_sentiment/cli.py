@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli import config_flag, device, fraction, non_negative_float, path, positive_float, positive_int, seed
+    from genseq.cli.flags import add_run_flags, config_flag, fraction, path, positive_int
 
     from .train import SentimentTrainConfig
 
@@ -25,19 +23,13 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--dropout", type=fraction, help="(0)")
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
-    flag = functools.partial(config_flag, training, SentimentTrainConfig)
-    flag("epochs", type=positive_int)
-    flag("batch_size", type=positive_int)
-    flag("lr", "Adam's learning rate", type=positive_float)
-    flag("clip_grad_norm", "0 turns clipping off", type=non_negative_float)
-    flag("max_tokens", "longer texts are cut for training", type=positive_int)
-    flag("seed", type=seed)
-    flag("device", "auto, cpu, cuda or cuda:N", type=device)
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_flags(training, SentimentTrainConfig, helps={
+        "lr": "Adam's learning rate", "patience": "validations without a better F1 before stopping; 0 never stops"})
+    config_flag(training, SentimentTrainConfig, "max_tokens", "longer texts are cut for training", type=positive_int)
 
 
 def run_train(args) -> int:
-    from genseq.cli import build_config, run_directory, saved_training_config, training_outcome
+    from genseq.cli.flags import build_config, run_directory, saved_training_config, training_outcome
 
     from .train import SentimentTrainConfig, train_sentiment
 
@@ -51,8 +43,9 @@ def run_train(args) -> int:
     trainer = train_sentiment(args.data, args.valid, out_dir, config, options, vocab_size=args.vocab_size,
                               tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column,
                               resume=bool(args.resume))
-    return training_outcome("sentiment", args, out_dir, trainer.finished, trainer.step,
-                            lambda: f"best validation F1 {trainer.best[0]:.4f}",
+    progress = trainer.progress
+    return training_outcome("sentiment", args, out_dir, progress.finished, progress.step,
+                            lambda: f"best validation F1 {progress.best['f1']:.4f}",
                             data_flags={"text_column": "text", "label_column": "label"})
 
 
@@ -60,7 +53,7 @@ def check_new_model(args, options: dict, config) -> None:
     """Build the model's config and check that its training fits in memory, before any data is read."""
     from genseq.memory import FLOAT_BYTES, TRAINING_COPIES, check_fits, recurrent_activations, recurrent_parameters
     from genseq.tokenizer import Tokenizer
-    from genseq.train import resolve_device
+    from genseq.runs import resolve_device
 
     from .model import SentimentConfig
 
@@ -78,7 +71,7 @@ def check_new_model(args, options: dict, config) -> None:
 
 
 def add_eval_arguments(parser) -> None:
-    from genseq.cli import path
+    from genseq.cli.flags import path
 
     parser.add_argument("--model", type=path, help="checkpoint directory (default: the shipped model)")
     parser.add_argument("--data", required=True, type=path, help="labelled data: a csv/json file or dataset")

@@ -18,21 +18,9 @@ from torch import Tensor, nn
 
 from genseq import Tokenizer
 from genseq.model import CELLS
-from genseq.checkpoint import (
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    build_checked,
-    load_weights,
-    model_config_from,
-    model_files,
-    read_config,
-    read_header,
-    read_weights,
-    resolve,
-    write_files,
-)
-from genseq.errors import CheckpointError, ConfigError
+from genseq.checkpoint import ModelKind, load_checkpoint, model_files, write_files
+from genseq.defaults import packaged_model_dir
+from genseq.errors import ConfigError
 
 KIND = "sentiment"
 DEFAULT_DIR = Path(__file__).parent / "models" / "sentiment"
@@ -61,6 +49,8 @@ class SentimentConfig:
 class SentimentModel(nn.Module):
     def __init__(self, config: SentimentConfig, tokenizer: Tokenizer):
         super().__init__()
+        if tokenizer.vocab_size != config.vocab_size:
+            raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model expects {config.vocab_size}")
         self.config, self.tokenizer = config, tokenizer
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=tokenizer.pad_id)
         self.core = CELLS[config.cell](config.embedding_size, config.hidden_size, num_layers=config.num_layers,
@@ -112,7 +102,6 @@ class SentimentModel(nn.Module):
         write_files(directory, self.files(**extra))
 
 
-
 def leading_ids(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[int]:
     """tokenizer.encode(text)[:max_tokens], encoding only the lines those tokens come from.
 
@@ -129,21 +118,13 @@ def leading_ids(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[int]:
     return ids[:max_tokens]
 
 
+SENTIMENT = ModelKind(KIND, SentimentConfig, SentimentModel)
+
+
 def load_sentiment(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SentimentModel:
     """A sentiment checkpoint (None: the shipped default), in eval mode; checked before it is allocated."""
-    directory = resolve(name_or_path) if name_or_path is not None else default_dir()
-    config = read_config(directory, kind=KIND)
-    weights_path = directory / WEIGHTS_FILE
-    header = read_header(weights_path)
-    model_config = model_config_from(SentimentConfig, config.get("model_config"), directory / CONFIG_FILE, header)
-    tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
-    model = build_checked(lambda: SentimentModel(model_config, tokenizer), header, weights_path)
-    load_weights(model, read_weights(weights_path), weights_path)
-    return model.to(device).eval()
+    return load_checkpoint(default_dir() if name_or_path is None else name_or_path, SENTIMENT, device)[0]
 
 
 def default_dir() -> Path:
-    if not (DEFAULT_DIR / CONFIG_FILE).exists():
-        raise CheckpointError(f"this installation has no default sentiment model ({DEFAULT_DIR}); pass --model DIR "
-                              "with a checkpoint from `genseq train sentiment`")
-    return DEFAULT_DIR
+    return packaged_model_dir(DEFAULT_DIR, "default sentiment model", "genseq train sentiment")

@@ -19,7 +19,11 @@ class SentimentTask(Task):
         Output("opinion", "image", "P(positive) after each token"),
         Output("tokens", "json", "each token with P(positive) after it"),
     )
-    options = (Option("threshold", 0.5, "P(positive) from which a text is called positive", minimum=0.0, maximum=1.0),)
+    options = (Option("threshold", 0.5, "P(positive) from which a text is called positive", minimum=0.0, maximum=1.0,
+                      advanced=True),)
+    examples = ({"text": "Thank you so much, the crew was wonderful!"},
+                {"text": "Two hours on the tarmac and nobody told us anything."})
+    model_kinds = ("sentiment",)
     commands = ".cli"  # genseq train / eval sentiment
 
     def load(self, model_path):

@@ -38,33 +38,42 @@ def read_input(item: Input, raw):
 
 
 # ---- options -------------------------------------------------------------------
-def option_control(option: Option, value=None, elem_id: str | None = None) -> gr.components.Component:
-    """A control showing the option's default (or value), help text and bounds."""
-    kind, shown = option.value_type, option.default if value is None else value
+def option_control(option: Option, elem_id: str | None = None) -> gr.components.Component:
+    """A control showing the option's starting value (Option.shown_default), help text and bounds."""
+    kind, shown = option.value_type, option.shown_default
     named = dict(label=label_of(option.name), elem_id=elem_id)
     info = _option_info(option)
     if kind is bool:
         return gr.Checkbox(value=bool(shown), info=info, **named)
+    if kind in (tuple, list) and option.choices is not None:
+        return gr.CheckboxGroup(list(option.choices), value=list(shown or ()), info=info, **named)
     if option.choices is not None:
         return gr.Dropdown(choices=list(option.choices), value=shown, info=info, **named)
+    if kind in (int, float) and shown is None:
+        # gr.Number and gr.Slider show and send a number for an empty value, which would make "none" impossible
+        # to choose.
+        return gr.Textbox(value="", placeholder="none", info=f"{info}; empty for none", **named)
     if kind in (int, float) and option.minimum is not None and option.maximum is not None:
         return _slider(option, shown, info, named)
-    if kind in (int, float) and shown is None:
-        # gr.Number shows and sends 0 for an empty value, which would make "none" impossible to choose.
-        return gr.Textbox(value="", placeholder="none", info=f"{info}; empty for none", **named)
     if kind in (int, float):
         return gr.Number(value=shown, info=info, minimum=option.minimum, maximum=option.maximum,
-                         precision=0 if kind is int else None, step=1 if kind is int else 0.1, **named)
+                         precision=_precision(kind), step=1 if kind is int else 0.1, **named)
     if kind in (tuple, list):
         return gr.Textbox(value="\n".join(map(str, shown or ())), info=f"{info}; one per line", lines=2, **named)
     return gr.Textbox(value="" if shown is None else str(shown), info=info, **named)
+
+
+def _precision(kind: type) -> int | None:
+    """Whole numbers for an int option: the API then types it as an integer, not a float."""
+    return 0 if kind is int else None
 
 
 def _slider(option: Option, value, info: str, named: dict) -> gr.Slider:
     step = 1 if option.value_type is int else (option.maximum - option.minimum) / SLIDER_STEPS
     # A slider cannot leave out its lower end, so an exclusive minimum starts one step above it.
     low = option.minimum + step if option.exclusive_minimum else option.minimum
-    return gr.Slider(minimum=low, maximum=option.maximum, value=value, step=step, info=info, **named)
+    return gr.Slider(minimum=low, maximum=option.maximum, value=value, step=step, precision=_precision(option.value_type),
+                     info=info, **named)
 
 
 def _option_info(option: Option) -> str:
@@ -82,10 +91,10 @@ def read_option(option: Option, raw):
 
 
 # ---- outputs -------------------------------------------------------------------
-def output_control(item: Output, elem_id: str | None = None) -> gr.components.Component:
-    named = dict(label=label_of(item.name), elem_id=elem_id)
+def output_control(item: Output, elem_id: str | None = None, label: str | None = None) -> gr.components.Component:
+    named = dict(label=label or label_of(item.name), elem_id=elem_id)
     if item.kind == "text":
-        return gr.Textbox(info=item.description or None, lines=6, interactive=False, buttons=["copy"], **named)
+        return gr.Textbox(info=item.description or None, lines=6, max_lines=20, interactive=False, buttons=["copy"], **named)
     if item.kind in ("ranked", "label"):
         return gr.Label(**named)
     if item.kind == "number":

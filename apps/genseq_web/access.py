@@ -1,7 +1,7 @@
 """What a client may ask of this server: which checkpoints the model box loads, and how long a text may be.
 
 The model box loads only the checkpoints the server was started with and those
-under its models directory. Any other name gets the same answer whether or not
+under its models directory, and lists those of the kinds the task loads. Any other name gets the same answer whether or not
 it exists on the server, so the box tells a client nothing about the server's
 files. Every text a client sends (a prompt, a text to classify, a stop string)
 is refused past max_prompt_chars characters, before any work is done on it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from genseq import ConfigError
+from genseq import ConfigError, GenseqError
 
 from .images import page_error
 
@@ -34,9 +34,11 @@ class ServerAccess:
         self.root = self.models_dir.resolve()  # resolved once: what a requested path must lie under
         self.max_prompt_chars = max_prompt_chars
 
-    def checkpoint_dirs(self) -> list[str]:
-        """The checkpoints in the models directory, for the model box's list."""
-        return sorted(str(path.parent) for path in self.models_dir.glob("*/config.json"))
+    def checkpoint_dirs(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """The checkpoints in the models directory, for the model box's list: those of the given kinds
+        (config.json "kind"), or every one when kinds is None."""
+        found = sorted(path.parent for path in self.models_dir.glob("*/config.json"))
+        return [str(path) for path in found if kinds is None or checkpoint_kind(path) in kinds]
 
     def read_model(self, raw) -> str | None:
         """None for the task's default model, else a checkpoint directory this server offers."""
@@ -59,6 +61,16 @@ class ServerAccess:
                 f"{name} has {len(text):,} characters; this server takes at most {self.max_prompt_chars:,}: shorten it"
             )
         return text
+
+
+def checkpoint_kind(directory: Path) -> str | None:
+    """The kind a checkpoint's config.json declares ("lm", "captioner" ...), or None when it is no readable checkpoint."""
+    from genseq.checkpoint import read_config
+
+    try:
+        return read_config(directory, kind=None).get("kind")
+    except GenseqError:
+        return None
 
 
 def _resolved(name: str) -> Path | None:

@@ -1,7 +1,7 @@
 """Event handlers: a click runs the task on the shared model and streams its outputs to the page.
 
 A handler's parameters are named after the task's inputs and options, plus
-`model`, so API clients can pass them by keyword and leave out the rest:
+`model` where the tab has a model box, so API clients can pass them by keyword and leave out the rest:
 `client.predict(prompt="Once upon a", api_name="/completion")`. The task's own
 errors reach the page as gr.Error with the task's message; anything else that
 goes wrong reaches it as one sentence too (its traceback stays in the server log),
@@ -10,7 +10,6 @@ never as a traceback or a bare "Error".
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import queue
@@ -48,10 +47,12 @@ class TaskCall:
     options: list[Option]
     outputs: list[Output]
     access: ServerAccess
+    picks_model: bool = True  # the last value is the model box's (a task that loads no checkpoint has none)
 
     @property
     def parameter_names(self) -> list[str]:
-        return [item.name for item in self.inputs] + [option.name for option in self.options] + [MODEL_PARAMETER]
+        names = [item.name for item in self.inputs] + [option.name for option in self.options]
+        return names + [MODEL_PARAMETER] if self.picks_model else names
 
     def stream(self, values: tuple):
         """Outputs (one value per output component) for each partial result of the task."""
@@ -68,7 +69,8 @@ class TaskCall:
             partials.close()
 
     def _read(self, values: tuple) -> tuple[dict, dict, str | None]:
-        raw_inputs, raw_options, raw_model = values[: len(self.inputs)], values[len(self.inputs) : -1], values[-1]
+        raw_model = values[-1] if self.picks_model else None
+        raw_inputs, raw_options = values[: len(self.inputs)], values[len(self.inputs) : len(self.inputs) + len(self.options)]
         inputs = {item.name: self._checked(f"the {item.name}", read_input(item, raw))
                   for item, raw in zip(self.inputs, raw_inputs)}
         options = {option.name: read_option(option, self._checked(f"option {option.name}", raw))
@@ -160,27 +162,6 @@ def make_handler(call: TaskCall):
     )
     handler.__name__ = f"run_{call.info.name}"
     return handler
-
-
-def shown_errors(what: str):
-    """Decorate a handler so that every error reaches the client as one sentence: genseq's own as it is worded,
-    anything else through unexpected_error (what names the tab)."""
-
-    def decorate(handler):
-        @functools.wraps(handler)
-        def guarded(*args, **kwargs):
-            try:
-                return handler(*args, **kwargs)
-            except gr.Error:
-                raise
-            except GenseqError as error:
-                raise page_error(str(error)) from error
-            except Exception as error:
-                raise unexpected_error(what, error) from error
-
-        return guarded
-
-    return decorate
 
 
 def unexpected_error(what: str, error: BaseException) -> gr.Error:

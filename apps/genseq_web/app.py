@@ -1,0 +1,80 @@
+"""The app: one tab per usable registered task, each built from the task's declaration (tabs.py).
+
+build_app() discovers the task plugins and gives each usable one a tab; the
+ones that fail to load are listed at the top instead. Models load on first use
+and are shared by every session; requests queue behind a concurrency limit.
+A client may load only the checkpoints the server was started with and those in
+its models directory, and send texts of at most max_prompt_chars (access.py).
+launch() binds to 127.0.0.1 unless told otherwise; the app sends no analytics
+and fetches nothing from the internet; uploads and outputs live in Gradio's
+temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # Gradio's telemetry and version check look it up before each use
+
+import gradio as gr  # noqa: E402
+
+from genseq import ConfigError  # noqa: E402
+from genseq.plugins import TaskInfo, discover  # noqa: E402
+
+from .access import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MODELS_DIR, ServerAccess  # noqa: E402
+from .images import MAX_UPLOAD  # noqa: E402
+from .pool import TaskPool  # noqa: E402
+from .tabs import build_tab  # noqa: E402
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+CONCURRENCY = 2  # requests running at once, one per core of a small machine; the rest wait in the queue
+QUEUE_SIZE = 64  # past this many waiting requests a new one is refused with a "queue is full" message
+HEADER = "# genseq\nSequence generation with recurrent networks: one tab per task."
+
+
+def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None, concurrency: int = CONCURRENCY,
+              models_dir: str | os.PathLike = DEFAULT_MODELS_DIR,
+              max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, infos: list[TaskInfo] | None = None) -> gr.Blocks:
+    """The app; model_overrides maps a task name to the checkpoint directory its tab uses by default.
+
+    Clients may pick those checkpoints and the ones in models_dir, and send texts of
+    at most max_prompt_chars characters. pool holds the loaded models (a new one by default).
+    infos: the tasks to show (default: every registered one; genseq.testing shows one task alone).
+    """
+    infos = discover() if infos is None else infos
+    overrides = _checked_overrides(model_overrides or {}, infos)
+    access = ServerAccess(list(overrides.values()), models_dir, max_prompt_chars)
+    pool = pool or TaskPool()
+    with gr.Blocks(title="genseq", analytics_enabled=False) as app:
+        gr.Markdown(HEADER)
+        _report_unusable(infos)
+        with gr.Tabs():
+            for info in (info for info in infos if info.ok):
+                with gr.Tab(info.name, id=info.name):
+                    build_tab(info, pool, overrides.get(info.name), concurrency, access)
+    return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
+
+
+def _checked_overrides(model_overrides: dict, infos: list[TaskInfo]) -> dict[str, str]:
+    usable = {info.name for info in infos if info.ok}
+    unknown = sorted(set(model_overrides) - usable)
+    if unknown:
+        raise ConfigError(f"no usable task {', '.join(unknown)} to give a model; tasks: {', '.join(sorted(usable)) or 'none'}")
+    return {name: str(Path(path).resolve()) for name, path in model_overrides.items()}
+
+
+def _report_unusable(infos: list[TaskInfo]) -> None:
+    """Plugins that failed to load get a line each instead of a tab; disabled ones are left out on purpose."""
+    broken = [info for info in infos if not info.ok and info.status != "disabled"]
+    if broken:
+        lines = [f"- **{info.name}** ({info.distribution} {info.version}): {info.status}" for info in broken]
+        gr.Markdown("\n".join(["Some tasks are not available:", *lines]))
+    if not any(info.ok for info in infos):
+        gr.Markdown("No task is usable: install a task plugin (see docs/plugins.md), then restart the app.")
+
+
+def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options):
+    """Serve app on host:port (loopback unless told otherwise); options go to Blocks.launch."""
+    return app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
+                      footer_links=["api", "settings"], **options)
