@@ -222,3 +222,14 @@ def test_two_processes_train_the_captioner_of_one(shapes, tokenizer_file, tmp_pa
     assert max((one[k].float() - two[k].float()).abs().max().item() for k in one) < 1e-5
     metrics = [(runs[n] / "metrics.jsonl").read_text().splitlines() for n in (1, 2)]
     assert [json.loads(line)["step"] for line in metrics[0]] == [json.loads(line)["step"] for line in metrics[1]]
+
+
+def test_a_character_level_caption_tokenizer_is_trained_with_tokenizer_type_char(shapes, tmp_path):
+    from genseq import Tokenizer
+
+    out = tmp_path / "run"
+    assert main(["train", "captioning", "--data", str(shapes), "--valid", str(shapes), "--out", str(out), *TINY_MODEL,
+                 "--encoder-weights", "none", "--image-size", "64", "--tokenizer-type", "char", "--epochs", "1",
+                 "--max-steps", "1", "--no-progress"]) == 0
+    tokenizer = Tokenizer.load(out / "tokenizer.model")
+    assert all(len(tokenizer.id_to_piece(i).lstrip("▁")) <= 1 for i in tokenizer.encode("a red square"))

@@ -163,3 +163,13 @@ def test_plain_text_and_an_empty_text_are_refused_in_one_sentence(tmp_path, caps
     assert "sentiment data is a table with columns text and label" in capsys.readouterr().err
     assert main(["generate", "--task", "sentiment", "--text", "   "]) == 2
     assert "there is no text to classify" in capsys.readouterr().err
+
+
+def test_a_character_level_tokenizer_is_trained_with_tokenizer_type_char(data, tmp_path, capsys):
+    from genseq import Tokenizer
+
+    out = tmp_path / "run"
+    assert main(["train", "sentiment", "--data", data[0], "--valid", data[1], "--out", str(out), "--tokenizer-type", "char",
+                 "--epochs", "1", "--max-steps", "2", "--no-progress"]) == 0
+    tokenizer = Tokenizer.load(out / "tokenizer.model")
+    assert all(len(tokenizer.id_to_piece(i).lstrip("▁")) <= 1 for i in tokenizer.encode("a great flight"))

@@ -7,7 +7,7 @@ add_parser, and its flags are added only when it is the command chosen, so
 that `genseq tasks` imports no task's commands and no torch. User mistakes
 (GenseqError) become one sentence on stderr and exit code 2; Ctrl-C exits 130.
 
-Plugin commands build their flags with genseq.cli.flags.
+Plugin commands build their flags with genseq.commands.
 """
 
 from __future__ import annotations

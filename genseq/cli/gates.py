@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .flags import check_writable, path, positive_int
+from ..commands import check_writable, path, positive_int
 
 
 def add_parser(subparsers) -> None:

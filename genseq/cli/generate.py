@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from . import Parser, one_line
-from .flags import add_device_flag, path
+from ..commands import add_device_flag, path
 from .task_args import add_generate_flags, collect_batch, parse_task_options, render, task_flags
 
 DEFAULT_TASK = "completion"

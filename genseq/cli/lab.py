@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from .flags import check_writable, finite_float, path, positive_int, whole_number
+from ..commands import check_writable, finite_float, path, positive_int, whole_number
 
 
 def int_list(text: str) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .flags import positive_int, shown, whole_number
+from ..commands import positive_int, shown, whole_number
 from ..errors import ConfigError, GenseqError
 
 

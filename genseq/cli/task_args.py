@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from ..errors import ConfigError, DataError
 from ..tasks import Option, Task
-from .flags import shown
+from ..commands import shown
 
 
 def flag(name: str) -> str:

@@ -14,7 +14,7 @@ a GenerationConfig with genseq.tasks.generation_options and generation_config.
 from __future__ import annotations
 
 from ..lazy import lazy_attributes
-from .config import MAX_NEW_TOKENS, PRECISIONS, GenerationConfig
+from .config import MAX_NEW_TOKENS, PRECISIONS, GenerationConfig  # noqa: F401 (in __all__)
 
 _EXPORTS = {  # module -> the names it gives the package
     ".protocol": ("DecodableModel", "DecodingStep", "GeneratedSequence", "MakeLinear", "State", "Step", "StopHook"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 
-from genseq.cli.flags import (
-    add_device_flag, add_run_flags, build_config, config_flag, fraction, non_negative_float, non_negative_int, path,
+from genseq.commands import (
+    add_device_flag, add_run_flags, add_tokenizer_flags, build_config, config_flag, fraction, non_negative_float, non_negative_int, path,
     positive_float, positive_int, run_directory, saved_training_config, training_outcome,
 )
 
@@ -47,8 +47,7 @@ def add_train_arguments(parser) -> None:
     for name in ("feature_size", "embedding_size", "hidden_size", "attention_size"):
         decoder.add_argument("--" + name.replace("_", "-"), type=positive_int)
     decoder.add_argument("--dropout", type=fraction)
-    decoder.add_argument("--vocab-size", type=positive_int, default=1000)
-    decoder.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model instead of training one")
+    add_tokenizer_flags(decoder, vocab_size=1000)
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
     add_run_flags(training, CaptionTrainConfig, helps={
@@ -89,7 +88,8 @@ def run_train(args) -> int:
     try:
         trainer = train_captioner(
             data, out_dir, config, encoder_config, args.encoder_weights, decoder_options,
-            vocab_size=args.vocab_size, tokenizer_path=args.tokenizer, resume=bool(args.resume),
+            vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
+            resume=bool(args.resume),
         )
     finally:
         shutdown()

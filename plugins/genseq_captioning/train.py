@@ -291,7 +291,7 @@ def hold_out(data: CaptionSet, fraction: float, seed: int) -> tuple[CaptionSet, 
 def train_captioner(
     data: DataSpec, out_dir: str | Path, config: CaptionTrainConfig | None = None,
     encoder_config: EncoderConfig | None = None, encoder_weights: str | None = "auto", decoder_options: dict | None = None,
-    vocab_size: int = 1000, tokenizer_path: str | None = None, resume: bool = False,
+    vocab_size: int = 1000, tokenizer_type: str = "unigram", tokenizer_path: str | None = None, resume: bool = False,
 ) -> CaptionTrainer:
     """Everything `genseq train captioning` does: data, tokenizer, captioner, then fit(); returns the finished trainer.
 
@@ -311,8 +311,8 @@ def train_captioner(
         if tokenizer_path:
             tokenizer = Tokenizer.load(tokenizer_path)
         else:  # trained by rank 0 and sent to the other processes, so all hold the same one
-            trained = (Tokenizer.train((c for refs in train_data.references for c in refs), vocab_size=vocab_size)
-                       if world.is_main else None)
+            captions = (caption for references in train_data.references for caption in references)
+            trained = Tokenizer.train(captions, vocab_size=vocab_size, model_type=tokenizer_type) if world.is_main else None
             tokenizer = Tokenizer(world.broadcast_bytes(trained.to_bytes() if trained else None))
         torch.manual_seed(config.seed)  # the decoder's initial weights
         captioner = Captioner.create(encoder_config or EncoderConfig(), tokenizer, **(decoder_options or {}))

@@ -15,7 +15,7 @@ MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "project
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli.flags import add_tokenizer_flags, fraction, non_negative_int, path, positive_int
+    from genseq.commands import add_tokenizer_flags, fraction, non_negative_int, path, positive_int
 
     parser.description = ("Train the completion task's language model (an LSTM, GRU or RNN and its tokenizer) into a "
                           "run directory, or continue a run exactly where it stopped.")
@@ -45,7 +45,7 @@ def add_train_arguments(parser) -> None:
 
 
 def add_training_flags(training) -> None:
-    from genseq.cli.flags import add_run_flags, config_flag, non_negative_float, non_negative_int, positive_int
+    from genseq.commands import add_run_flags, config_flag, non_negative_float, non_negative_int, positive_int
     from genseq.train import PRECISIONS, SCHEDULES, TrainConfig
 
     add_run_flags(training, TrainConfig, helps={
@@ -61,7 +61,7 @@ def add_training_flags(training) -> None:
 
 def run_train(args) -> int:
     from genseq import train
-    from genseq.cli.flags import build_config, run_directory, saved_training_config, training_outcome
+    from genseq.commands import build_config, run_directory, saved_training_config, training_outcome
     from genseq.distributed import shutdown
 
     if args.dropout is not None:
@@ -112,7 +112,7 @@ def check_new_model(args, model_options: dict, config) -> None:
 
 
 def add_eval_arguments(parser) -> None:
-    from genseq.cli.flags import add_device_flag, path
+    from genseq.commands import add_device_flag, path
 
     parser.description = "Perplexity (per token and per word) and bits per byte of a language model on a text."
     parser.add_argument("--model", required=True, type=path, help="checkpoint directory")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli.flags import add_run_flags, config_flag, fraction, path, positive_int
+    from genseq.commands import add_run_flags, add_tokenizer_flags, config_flag, fraction, path, positive_int
 
     from .train import SentimentTrainConfig
 
@@ -14,8 +14,7 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--resume", type=path, metavar="DIR", help="continue the interrupted run in DIR (from its last/)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--vocab-size", type=positive_int, default=5000, help="SentencePiece vocabulary (5000)")
-    parser.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model")
+    add_tokenizer_flags(parser, vocab_size=5000)
     parser.add_argument("--cell", choices=["lstm", "gru", "rnn"])
     parser.add_argument("--embedding-size", type=positive_int, help="(32)")
     parser.add_argument("--hidden-size", type=positive_int, help="(100)")
@@ -29,7 +28,7 @@ def add_train_arguments(parser) -> None:
 
 
 def run_train(args) -> int:
-    from genseq.cli.flags import build_config, run_directory, saved_training_config, training_outcome
+    from genseq.commands import build_config, run_directory, saved_training_config, training_outcome
 
     from .train import SentimentTrainConfig, train_sentiment
 
@@ -41,8 +40,8 @@ def run_train(args) -> int:
     if not args.resume:
         check_new_model(args, options, config)
     trainer = train_sentiment(args.data, args.valid, out_dir, config, options, vocab_size=args.vocab_size,
-                              tokenizer_path=args.tokenizer, text_column=args.text_column, label_column=args.label_column,
-                              resume=bool(args.resume))
+                              tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
+                              text_column=args.text_column, label_column=args.label_column, resume=bool(args.resume))
     progress = trainer.progress
     return training_outcome("sentiment", args, out_dir, progress.finished, progress.step,
                             lambda: f"best validation F1 {progress.best['f1']:.4f}",
@@ -71,7 +70,7 @@ def check_new_model(args, options: dict, config) -> None:
 
 
 def add_eval_arguments(parser) -> None:
-    from genseq.cli.flags import path
+    from genseq.commands import path
 
     parser.add_argument("--model", type=path, help="checkpoint directory (default: the shipped model)")
     parser.add_argument("--data", required=True, type=path, help="labelled data: a csv/json file or dataset")

@@ -201,8 +201,8 @@ class SentimentTrainer(RunLoop):
 
 
 def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig | None = None,
-                    model_options: dict | None = None, vocab_size: int = 5000, tokenizer_path: str | None = None,
-                    text_column: str = "text", label_column: str = "label", resume: bool = False) -> SentimentTrainer:
+                    model_options: dict | None = None, vocab_size: int = 5000, tokenizer_type: str = "unigram",
+                    tokenizer_path: str | None = None, text_column: str = "text", label_column: str = "label", resume: bool = False) -> SentimentTrainer:
     """Everything `genseq train sentiment` does (resume: continue the run in out_dir); returns the trainer."""
     config = config or SentimentTrainConfig()
     out_dir = Path(out_dir)
@@ -213,7 +213,8 @@ def train_sentiment(data: str, valid: str, out_dir, config: SentimentTrainConfig
     if resume:
         model, _ = build_saved(read_directory_path(out_dir / "last"), SENTIMENT)
     else:
-        tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path else Tokenizer.train(train.texts, vocab_size=vocab_size)
+        tokenizer = (Tokenizer.load(tokenizer_path) if tokenizer_path
+                     else Tokenizer.train(train.texts, vocab_size=vocab_size, model_type=tokenizer_type))
         torch.manual_seed(config.seed)
         model = SentimentModel(SentimentConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size}), tokenizer)
     trainer = SentimentTrainer(model, train, held_out, config, out_dir)

@@ -1,7 +1,7 @@
 """`genseq train wordgen` and `genseq eval wordgen`: the task's commands module (its `commands = ".commands"`).
 
 genseq imports this module only to build those two commands, never when it
-lists or runs the task. The flag types and helpers come from genseq.cli.flags,
+lists or runs the task. The flag types and helpers come from genseq.commands,
 so mistakes read like genseq's own: one sentence, exit code 2.
 """
 
@@ -13,7 +13,7 @@ TOKENIZER_PIECES = 400  # at most: one piece per character of the corpus, 256 by
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.cli.flags import config_flag, device, duration, path, positive_float, positive_int, seed
+    from genseq.commands import config_flag, device, duration, path, positive_float, positive_int, seed
 
     from .train import WordTrainConfig
 
@@ -40,7 +40,7 @@ def run_train(args) -> int:
     from pathlib import Path
 
     from genseq.checkpoint import build_saved
-    from genseq.cli.flags import build_config, run_directory, saved_training_config, training_outcome
+    from genseq.commands import build_config, run_directory, saved_training_config, training_outcome
     from genseq.runs import LAST_DIR
     from genseq.tokenizer import Tokenizer
 
@@ -66,7 +66,7 @@ def run_train(args) -> int:
 
 
 def add_eval_arguments(parser) -> None:
-    from genseq.cli.flags import path
+    from genseq.commands import path
 
     parser.add_argument("--model", type=path, help="checkpoint directory (default: the shipped model)")
     parser.add_argument("--data", required=True, type=path, help="text to score: a .txt file or a directory of them")

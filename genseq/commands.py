@@ -1,6 +1,6 @@
-"""Flag types and helpers for `genseq` commands, the public toolkit of a plugin's train and eval commands.
+"""Flag types and helpers for a task's train and eval commands (the task floor, beside genseq.tasks).
 
-A plugin's commands module (see genseq.tasks.Task.commands) builds its flags
+genseq's own command line uses them too. A task's commands module (see genseq.tasks.Task.commands) builds its flags
 with these types, so that its mistakes read like genseq's own: an argparse
 type raises argparse.ArgumentTypeError, which the CLI prints as one line naming
 the flag; a helper raises genseq.errors.ConfigError, printed as one sentence.
@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, GenseqError
+from .errors import ConfigError, GenseqError
 
 __all__ = [
     "whole_number", "positive_int", "non_negative_int", "seed", "finite_float", "non_negative_float", "positive_float",
@@ -141,7 +141,7 @@ def add_device_flag(parser, default: str | None = "cpu", help: str | None = None
 
 def add_tokenizer_flags(parser, vocab_size: int = 8000) -> None:
     """--vocab-size, --tokenizer-type and --tokenizer FILE, for a command that trains a tokenizer (or reuses one)."""
-    from ..tokenizer import MIN_VOCAB_SIZE, MODEL_TYPES
+    from .tokenizer import MIN_VOCAB_SIZE, MODEL_TYPES
 
     parser.add_argument("--vocab-size", type=positive_int, default=vocab_size,
                         help=f"pieces of the tokenizer to train, at least {MIN_VOCAB_SIZE} (default: {vocab_size}); "
@@ -223,7 +223,7 @@ def run_directory(out: str | None, resume: str | None, changes_model: bool) -> s
         return resume
     if not out:
         raise ConfigError("--out is required (or --resume DIR to continue a run)")
-    from ..train import refuse_existing_run  # imports torch: only for the commands that train
+    from .train import refuse_existing_run  # imports torch: only for the commands that train
 
     refuse_existing_run(out)
     check_writable(out, "--out", directory=True)
@@ -251,7 +251,7 @@ def check_writable(target: str, flag: str, directory: bool = False) -> None:
 def saved_training_config(run_dir) -> dict:
     """The training options a run in run_dir was started with ({} when its last/ has none to read: resuming
     then refuses that checkpoint with the reason)."""
-    from ..checkpoint import read_config, read_directory_path
+    from .checkpoint import read_config, read_directory_path
 
     try:
         saved = read_config(read_directory_path(Path(run_dir) / "last"), kind=None).get("training_config")
