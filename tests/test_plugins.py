@@ -423,3 +423,25 @@ def test_ranked_and_label_outputs_show_small_probabilities(prob, shown):
 
     text = render(Ranker, {"words": [{"label": "rare", "prob": prob}], "verdict": {"label": "rare", "prob": prob}})
     assert text.split("\n") == ["words:", f"  {'rare':<24} {shown}", f"verdict: rare ({shown})"]
+
+
+def test_a_streamed_input_the_task_reports_as_an_error_is_not_echoed(plugin_path, capsys):
+    make_distribution(plugin_path, "genseq-picky", {"picky": "echo_plugin:Picky"}, "echo_plugin", '''
+    from genseq.tasks import Input, Output, Task
+
+    class Picky(Task):
+        name = "picky"
+        description = "Continue a text of one word."
+        inputs = (Input("prefix", "text"),)
+        outputs = (Output("text", "text"),)
+        echo_input = "prefix"
+
+        def load(self, model_path):
+            return None
+
+        def predict(self, model, batch, options):
+            return [{"error": "the prefix must be one word"} if " " in item["prefix"] else {"text": "s"} for item in batch]
+    ''')
+    assert main(["generate", "--task", "picky", "--prefix", "two words", "--stream"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "the prefix must be one word" in err

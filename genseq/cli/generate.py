@@ -112,12 +112,15 @@ def _print_stream(task, task_class, inputs: dict, options: dict) -> dict:
     """Print the first text output as it grows, then the other outputs; returns the final result.
 
     Nothing is printed before the first partial result, so that a bad option or
-    model is reported before the input is echoed; an error after that ends the
-    printed line first, so that its message starts a line of its own.
+    model, or an input the task reports as an error, is said before anything is
+    echoed; an error after that ends the printed line first, so that its message
+    starts a line of its own.
     """
     name = task_class.outputs[0].name
     partials = task.stream(inputs, **options)
     result = next(partials, {})
+    if result.get("error"):
+        return result
     echo = getattr(task_class, "echo_input", None)
     if echo:
         print(inputs[echo], end="", flush=True)
