@@ -25,6 +25,7 @@ from .tasks import API_VERSION, Task
 GROUP = "genseq.tasks"
 DISABLE_ENV, STRICT_ENV = "GENSEQ_DISABLE_PLUGINS", "GENSEQ_STRICT_PLUGINS"
 BUILTIN_DISTRIBUTION = "genseq"
+DEFAULT_TASK = "completion"  # what `genseq generate` runs without --task, and the web app's first tab
 # Flags of `genseq generate` itself: no task input or option may take these names.
 RESERVED_NAMES = frozenset({"task", "model", "device", "stream", "no_stream", "json", "help"})
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from .checkpoint import LANGUAGE_MODEL, build_saved, model_files, read_config, read_directory_path
 from .data import ContiguousBatches, StreamingBatches, TokenStream
 from .distributed import World
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .evaluate import score_segments, segments
 from .model import LanguageModel, State, detach_state
 from .runs import (
     STATE_JSON,
@@ -131,7 +132,9 @@ class Trainer(RunLoop):
             self.train_batches = train_data
         else:
             self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt, "training data", rows)
-        self.valid_batches = ContiguousBatches(valid_data, min(config.batch_size, 16), config.bptt, "validation data")
+        if len(valid_data.tokens) < 2:
+            raise DataError("the validation data is too short to score (under two tokens); give more text or --valid")
+        self.valid_data = valid_data
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
         self.hidden: State | None = None
@@ -201,18 +204,13 @@ class Trainer(RunLoop):
     # ---- validation -------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean token NLL over the validation stream (the state carried across windows) and its perplexity."""
+        """Mean token NLL over the validation text, scored in batched segments as `genseq eval` does, and its perplexity."""
+        tokens = self.valid_data.tokens
         self.model.eval()
-        total, count, hidden = 0.0, 0, None
-        for index in range(len(self.valid_batches)):
-            inputs, targets = self.valid_batches.get_batch(index)
-            inputs, targets = inputs.to(self.device), targets.to(self.device)
-            with self.autocast():
-                logits, hidden = self.model(inputs, hidden)
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum").item()
-            count += targets.numel()
+        with self.autocast():
+            nll = score_segments(self.model, tokens, segments(tokens, self.tokenizer.eos_id))
         self.model.train()
-        loss = total / count
+        loss = nll / (len(tokens) - 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 50))}
 
     def summary(self, metrics: dict[str, float]) -> str:

@@ -298,6 +298,14 @@ def test_a_task_error_reaches_the_client_as_the_tasks_message(client):
         client.predict(prompt="x", model="/nonexistent/checkpoint", api_name="/completion")
 
 
+def test_an_option_error_names_the_option_by_its_label_in_the_page(client):
+    with pytest.raises(AppError, match=r"option max new tokens must be int, not 2\.5"):
+        client.predict(prompt="x", max_new_tokens=2.5, api_name="/completion")
+    with pytest.raises(AppError, match=r"option min new tokens \(50\) must not exceed max new tokens \(10\); lower it "
+                                       r"or raise max new tokens"):
+        client.predict(prompt="x", max_new_tokens=10, min_new_tokens=50, api_name="/completion")
+
+
 def test_another_checkpoint_can_be_picked_by_directory(client, trained_run):
     text, _ = client.predict(prompt="x", max_new_tokens=3, model=str(trained_run), api_name="/completion")
     assert isinstance(text, str)
@@ -479,6 +487,48 @@ def test_a_third_party_task_gets_stop_an_action_examples_and_folded_options_like
     assert component(built, "words-words").label == "words (click one to add it to the text)"
     samples = [block.samples for block in built.blocks.values() if isinstance(block, gr.Dataset)]
     assert [["one two three"]] in samples and [["Call me Ishmael."]] in [rows[-1:] for rows in samples]
+
+
+def test_the_page_opens_on_completion_under_a_header_then_the_other_tabs_by_name(built):
+    import gradio as gr
+
+    labels = [block.label for block in built.blocks.values() if isinstance(block, gr.Tab)]
+    assert labels[0] == "completion" and labels[1:] == sorted(labels[1:]) and "words" in labels
+    header = next(block.value for block in built.blocks.values() if isinstance(block, gr.Markdown))
+    assert header.startswith("# genseq\n") and len(header.splitlines()) == 2 and "Run" in header
+
+
+def test_completion_starts_at_the_sampling_defaults_readme_shows(built, client):
+    assert component(built, "completion-temperature").value == 0.7
+    assert component(built, "completion-top_p").value == 0.9
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    defaults = {parameter["parameter_name"]: parameter["parameter_default"]
+                for parameter in endpoints["/completion"]["parameters"]}
+    assert (defaults["temperature"], defaults["top_p"]) == (0.7, 0.9)
+    # defaults give way to beams: the page sends them with num_beams > 1 and gets beam search, not a refusal
+    text, completions = client.predict(prompt="Shall I", max_new_tokens=4, num_beams=3, api_name="/completion")
+    assert completions[0]["text"] == text
+
+
+def test_no_picture_offers_to_share_and_every_one_says_which_buttons_it_has(built):
+    import gradio as gr
+
+    pictures = [block for block in built.blocks.values() if isinstance(block, gr.Image)]
+    assert pictures, "the tabs show no picture to check"
+    assert all(block.buttons == ["download", "fullscreen"] for block in pictures)
+    assert not [block for block in built.blocks.values() if "share" in (getattr(block, "buttons", None) or [])]
+
+
+def test_stop_is_hidden_until_a_run_starts_and_every_run_sets_the_buttons_back(built):
+    assert component(built, "completion-stop-button").visible is False
+    assert component(built, "words-stop-button").visible is False
+    ids = {block.elem_id: block._id for block in built.blocks.values() if getattr(block, "elem_id", None)}
+    switched = {ids[f"words-{name}-button"] for name in ("run", "list", "stop")}
+    setters = [dependency for dependency in built.get_config_file()["dependencies"]
+               if set(dependency["outputs"]) == switched]
+    # Run, List words and a picked word each disable the buttons before their run and set them back after it
+    # succeeds or fails; Stop sets them back itself. None waits in the queue behind the runs it guards.
+    assert len(setters) == 3 * 3 + 1 and not any(dependency["queue"] for dependency in setters)
 
 
 def test_declared_example_images_are_files_shipped_beside_the_task():

@@ -64,20 +64,58 @@ def lengths(text, reads: int, pause: float) -> list[int]:
 
 def test_a_typed_prompt_streams_growing_text_and_stop_ends_it(page, tmp_path):
     open_tab(page, "completion")
+    run, stop = page.locator("#completion-run-button"), page.locator("#completion-stop-button")
+    suggest = page.locator("#completion-suggest-button")
+    expect(stop).to_be_hidden()  # nothing to stop yet
     page.locator("#completion-prompt textarea").fill("Shall I compare thee")
     page.locator("#completion-max_new_tokens input").fill("10000")
     page.get_by_role("button", name="More options").click()
     page.locator("#completion-min_new_tokens input").fill("10000")  # no end of text: it runs until Stop
-    page.locator("#completion-run-button").click()
+    run.click()
     text = page.locator("#completion-text textarea")
     expect(text).not_to_have_value("", timeout=20_000)
-    growing = lengths(text, reads=3, pause=0.2)
-    page.screenshot(path=tmp_path / "completion-streaming.png", full_page=True)
+    # 10,000 tokens take the tiny model a few seconds on a quiet machine, and Stop shows only until the end
+    growing = lengths(text, reads=3, pause=0.1)
+    expect(run).to_be_disabled()
+    expect(suggest).to_be_disabled()
+    stop.click()
+    page.screenshot(path=tmp_path / "completion-stopped.png", full_page=True)
     assert growing[0] < growing[1] < growing[2], growing
-    page.locator("#completion-stop-button").click()
+    expect(stop).to_be_hidden()
+    expect(run).to_be_enabled()
+    expect(suggest).to_be_enabled()
     time.sleep(1)  # a partial output already on its way may still land
     stopped = lengths(text, reads=2, pause=1)
     assert stopped[0] == stopped[1], "the text kept growing after Stop"
+
+
+def test_run_is_set_back_after_a_finished_run_and_after_an_error_named_by_its_labels(page, tmp_path):
+    open_tab(page, "completion")
+    run, stop = page.locator("#completion-run-button"), page.locator("#completion-stop-button")
+    page.locator("#completion-prompt textarea").fill("Shall I compare thee")
+    page.locator("#completion-max_new_tokens input").fill("5")
+    run.click()
+    expect(page.locator("#completion-text textarea")).not_to_have_value("", timeout=20_000)
+    expect(run).to_be_enabled()
+    expect(stop).to_be_hidden()
+    page.get_by_role("button", name="More options").click()
+    page.locator("#completion-min_new_tokens input").fill("50")
+    run.click()
+    expect(page.get_by_text("option min new tokens (50) must not exceed max new tokens (5)")).to_be_visible()
+    page.screenshot(path=tmp_path / "option-error.png", full_page=True)
+    expect(run).to_be_enabled()
+    expect(stop).to_be_hidden()
+
+
+def test_the_page_opens_on_completion_under_a_plain_header_at_readmes_defaults(page):
+    expect(page.get_by_role("tab").first).to_have_text("completion")  # the page has drawn its tabs
+    tabs = page.get_by_role("tab").all_inner_texts()
+    assert tabs[0] == "completion" and tabs[1:] == sorted(tabs[1:]), tabs
+    expect(page.get_by_role("tab", name="completion", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("heading", name="genseq")).to_be_visible()
+    expect(page.get_by_text("Small recurrent neural networks (LSTMs) that run on this server")).to_be_visible()
+    expect(page.locator("#completion-temperature input[type=number]")).to_have_value("0.7")
+    expect(page.locator("#completion-top_p input[type=number]")).to_have_value("0.9")
 
 
 def test_a_clicked_suggestion_is_appended_to_the_prompt(page, tmp_path):
@@ -107,6 +145,10 @@ def test_an_uploaded_image_gets_a_caption_and_a_bad_one_a_message(page, tmp_path
     expect(page.locator("#describe-caption textarea")).to_have_value("a green picture of 40x30 pixels")
     expect(page.locator("#describe-attention img")).to_be_visible()
     page.screenshot(path=tmp_path / "caption.png", full_page=True)
+    share = page.get_by_role("button", name="Share")  # Gradio's upload to a public hub, on the upload and the output
+    page.locator("#describe-image").hover()
+    page.locator("#describe-attention").hover()
+    expect(share).to_have_count(0)
 
 
 def test_the_captioning_tab_captions_an_example_image(page, tmp_path):
@@ -151,6 +193,11 @@ def test_the_gates_and_gradients_tabs_draw_their_pictures(page, tmp_path):
     expect(page.locator("#gradients-picture img")).to_be_visible(timeout=60_000)
     expect(page.locator("#gradients-summary textarea")).to_have_value(re.compile("lstm"))
     page.screenshot(path=tmp_path / "gradients.png", full_page=True)
+    page.locator("#gradients-picture").hover()
+    expect(page.get_by_role("button", name="Share")).to_have_count(0)
+    open_tab(page, "gates")
+    page.locator("#gates-picture").hover()
+    expect(page.get_by_role("button", name="Share")).to_have_count(0)
 
 
 def test_a_third_party_tasks_example_fills_its_input_and_a_picked_word_continues_it(page, tmp_path):

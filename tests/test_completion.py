@@ -77,7 +77,7 @@ def test_absurd_max_new_tokens_is_capped_with_a_warning(task):
     ({"num_beams": 0}, "option num_beams must be in"),
     ({"top_k": -1}, "option top_k must be in"),
     ({"topp": 0.5}, "has no option topp; its options are: max_new_tokens, temperature"),
-    ({"num_beams": 3, "temperature": 0.7}, "cannot be combined with beam search"),
+    ({"num_beams": 3, "temperature": 0.5}, "cannot be combined with beam search"),
     ({"stop": [""]}, "stop strings must not be empty"),
 ])
 def test_bad_options_are_clear_errors(task, options, message):

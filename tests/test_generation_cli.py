@@ -80,7 +80,7 @@ BAD_INPUTS = {
     "negative top_k": (["--top-k", "-3"], "option top_k must be in [0, inf)"),
     "no beams": (["--num-beams", "0"], "option num_beams must be in [1, 64]"),
     "zero new tokens": (["--max-new-tokens", "0"], "option max_new_tokens must be in [1, inf)"),
-    "beams with sampling": (["--num-beams", "3", "--top-p", "0.9"], "cannot be combined with beam search"),
+    "beams with sampling": (["--num-beams", "3", "--top-p", "0.5"], "cannot be combined with beam search"),
     "beams with a given temperature": (["--num-beams", "3", "--temperature", "0.8"],
                                        "the sampling-only options temperature cannot be combined with beam search "
                                        "(num_beams=3), which is deterministic; drop them or set num_beams to 1"),

@@ -69,6 +69,15 @@ def test_the_task_floor_imports_no_front_end(path):
     assert not upward, f"{module_name(path)} (task floor) imports {upward}"
 
 
+@pytest.mark.parametrize("path", [*modules(ROOT / "genseq" / "cli"), *modules(ROOT / "apps" / "genseq_web")],
+                         ids=lambda path: module_name(path))
+def test_the_front_ends_do_not_import_each_other_but_serve_starts_the_app(path):
+    name = module_name(path)
+    other = "genseq_web" if name.startswith("genseq.cli") else "genseq.cli"
+    crossing = sorted(found for found in imported(path) if within(found, (other,)))
+    assert crossing == (["genseq_web"] if name == "genseq.cli.serve" else []), f"{name} imports {crossing}"
+
+
 def strings_in_code(path: Path) -> set[str]:
     """The string constants of a module's code, its docstrings left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # Gradio's telemetry and versi
 import gradio as gr  # noqa: E402
 
 from genseq import ConfigError  # noqa: E402
-from genseq.plugins import TaskInfo, discover  # noqa: E402
+from genseq.plugins import DEFAULT_TASK, TaskInfo, discover  # noqa: E402
 
 from .access import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MODELS_DIR, ServerAccess  # noqa: E402
 from .images import MAX_UPLOAD  # noqa: E402
@@ -30,7 +30,8 @@ from .tabs import build_tab  # noqa: E402
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 CONCURRENCY = 2  # requests running at once, one per core of a small machine; the rest wait in the queue
 QUEUE_SIZE = 64  # past this many waiting requests a new one is refused with a "queue is full" message
-HEADER = "# genseq\nSequence generation with recurrent networks: one tab per task."
+HEADER = ("# genseq\nSmall recurrent neural networks (LSTMs) that run on this server, one task per tab: "
+          "try an example or your own input, then press Run.")
 
 
 def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None, concurrency: int = CONCURRENCY,
@@ -50,10 +51,17 @@ def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
         gr.Markdown(HEADER)
         _report_unusable(infos)
         with gr.Tabs():
-            for info in (info for info in infos if info.ok):
+            for info in tab_order(infos):
                 with gr.Tab(info.name, id=info.name):
                     build_tab(info, pool, overrides.get(info.name), concurrency, access)
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
+
+
+def tab_order(infos: list[TaskInfo], first: str = DEFAULT_TASK) -> list[TaskInfo]:
+    """The usable tasks, the one `genseq generate` runs by default first (the page opens on it: what genseq does
+    before anything else), then the others by name."""
+    usable = sorted((info for info in infos if info.ok), key=lambda info: info.name)
+    return sorted(usable, key=lambda info: info.name != first)
 
 
 def _checked_overrides(model_overrides: dict, infos: list[TaskInfo]) -> dict[str, str]:

@@ -17,6 +17,8 @@ from .images import read_image
 LEFT_OUT = object()  # an option the user cleared: the task's default applies
 IMAGE_SOURCES = ["upload", "webcam", "clipboard"]
 SLIDER_STEPS = 100  # a float slider moves in hundredths of its range
+# Gradio's own default adds "share", which uploads the picture to Hugging Face: nothing leaves this server.
+PICTURE_BUTTONS = ["download", "fullscreen"]
 
 
 def label_of(name: str) -> str:
@@ -27,7 +29,7 @@ def label_of(name: str) -> str:
 def input_control(item: Input, elem_id: str | None = None) -> gr.components.Component:
     if item.kind == "image":
         return gr.Image(label=label_of(item.name), type="filepath", image_mode=None, sources=IMAGE_SOURCES, height=320,
-                        elem_id=elem_id)
+                        buttons=PICTURE_BUTTONS, elem_id=elem_id)
     return gr.Textbox(label=label_of(item.name), info=item.description or None, lines=4, elem_id=elem_id)
 
 
@@ -100,8 +102,7 @@ def output_control(item: Output, elem_id: str | None = None, label: str | None =
     if item.kind == "number":
         return gr.Number(info=item.description or None, interactive=False, **named)
     if item.kind == "image":
-        # no "share" button: it would upload the picture to Hugging Face
-        return gr.Image(format="png", interactive=False, buttons=["download", "fullscreen"], **named)
+        return gr.Image(format="png", interactive=False, buttons=PICTURE_BUTTONS, **named)
     return gr.JSON(**named)
 
 

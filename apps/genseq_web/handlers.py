@@ -5,7 +5,8 @@ A handler's parameters are named after the task's inputs and options, plus
 `client.predict(prompt="Once upon a", api_name="/completion")`. The task's own
 errors reach the page as gr.Error with the task's message; anything else that
 goes wrong reaches it as one sentence too (its traceback stays in the server log),
-never as a traceback or a bare "Error".
+never as a traceback or a bare "Error". A task's message names its options and
+inputs by the labels the page shows ("max new tokens", not max_new_tokens).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -62,7 +64,7 @@ class TaskCall:
         try:
             while (partial := self._guarded(next, partials, _END)) is not _END:
                 if isinstance(partial.get("error"), str):  # a task may report a bad item in its result
-                    raise page_error(partial["error"])
+                    raise page_error(self.in_page_words(partial["error"]))
                 shown = [show_output(item, partial.get(item.name)) for item in self.outputs]
                 yield shown[0] if len(shown) == 1 else tuple(shown)
         finally:  # a cancelled request stops the task at its next partial output
@@ -94,7 +96,15 @@ class TaskCall:
             cause = error.__cause__
             if cause is not None and not isinstance(cause, GenseqError):  # not the user's mistake: say what failed
                 raise unexpected_error(f"task {self.info.name}", cause) from error
-            raise page_error(str(error)) from error
+            raise page_error(self.in_page_words(str(error))) from error
+
+    def in_page_words(self, message: str) -> str:
+        """message with each of the task's option and input names written as the label of its control."""
+        task_class = self.info.task_class
+        names = [item.name for item in (*task_class.options, *task_class.inputs) if item.name != label_of(item.name)]
+        if not names:
+            return message
+        return re.sub(rf"\b(?:{'|'.join(map(re.escape, names))})\b", lambda found: label_of(found.group()), message)
 
 
 def on_one_thread(start: Callable[[], Iterator], every: float = 0.0) -> Iterator:

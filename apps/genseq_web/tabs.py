@@ -1,9 +1,10 @@
 """A task's tab, built from its declaration alone: the app names no task.
 
 Inputs with the declared examples; Run, and Stop when the task streams; a button
-per declared action; the options (advanced ones under "More options", server-side
-ones never); a model box offering the checkpoints of the kinds the task loads;
-one component per output. The main event has the task's name as its API name
+per declared action (while one runs, Run and the actions are disabled, and Stop
+shows only while a streaming Run is under way); the options (advanced ones under
+"More options", server-side ones never); a model box offering the checkpoints of
+the kinds the task loads; one component per output. The main event has the task's name as its API name
 (/completion, /captioning ...) and each action TASK_ACTION (/completion_suggest);
 both stay stable.
 """
@@ -45,7 +46,8 @@ def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concur
             inputs = {item.name: input_control(item, element(info, item.name)) for item in task_class.inputs}
             with gr.Row():
                 run = gr.Button("Run", variant="primary", elem_id=element(info, "run-button"))
-                stop = gr.Button("Stop", variant="stop", elem_id=element(info, "stop-button")) if task_class.streams() else None
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id=element(info, "stop-button")) \
+                    if task_class.streams() else None
                 buttons = [gr.Button(action.label, elem_id=element(info, f"{action.name}-button"))
                            for action in task_class.actions]
             example_inputs(info, list(inputs.values()))
@@ -54,12 +56,15 @@ def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concur
         with gr.Column():
             output_controls = build_outputs(info)
     wiring = Wiring(info, pool, access, inputs, option_controls, model, output_controls,
-                    dict(preprocess=False, concurrency_id=CONCURRENCY_ID, concurrency_limit=concurrency))
+                    dict(preprocess=False, concurrency_id=CONCURRENCY_ID, concurrency_limit=concurrency),
+                    RunButtons([run, *buttons], stop))
     claimed = {name for action in task_class.actions for name in (*action.options, *action.outputs)}
     event = wiring.connect(run, [option for option in options if option.name not in claimed],
-                           [item for item in task_class.outputs if item.name not in claimed], api_name(info.name))
+                           [item for item in task_class.outputs if item.name not in claimed], api_name(info.name),
+                           stoppable=True)
     if stop is not None:
-        stop.click(None, cancels=[event], api_visibility="private")
+        stop.click(wiring.buttons.idle, None, wiring.buttons.components, cancels=[event], queue=False,
+                   api_visibility="private")
     for action, button in zip(task_class.actions, buttons):
         wiring.connect_action(action, button)
 
@@ -91,19 +96,57 @@ def build_outputs(info: TaskInfo) -> dict[str, gr.components.Component]:
     return controls
 
 
+class RunButtons:
+    """A tab's buttons that start a run, and its Stop (None when the task does not stream).
+
+    While a run is under way the starters are disabled, so a second click cannot queue
+    a second run behind it, and Stop shows only while there is something to stop.
+    """
+
+    def __init__(self, starters: list[gr.Button], stop: gr.Button | None):
+        self.starters, self.stop = starters, stop
+        self.components = [*starters, stop] if stop is not None else list(starters)
+
+    def running(self, stoppable: bool):
+        """The update that disables the starters and shows Stop when stoppable (an event's handler)."""
+        def running():
+            return self._updates(interactive=False, stop_visible=stoppable)
+        return running
+
+    def idle(self):
+        return self._updates(interactive=True, stop_visible=False)
+
+    def _updates(self, interactive: bool, stop_visible: bool) -> list[gr.Button]:
+        updates = [gr.Button(interactive=interactive) for _ in self.starters]
+        return (updates + [gr.Button(visible=stop_visible)]) if self.stop is not None else updates
+
+
 class Wiring:
     """The events of one tab: which components each event reads and writes, and the handler behind it."""
 
     def __init__(self, info: TaskInfo, pool: TaskPool, access: ServerAccess, inputs: dict, options: dict, model,
-                 outputs: dict, shared: dict):
-        self.info, self.pool, self.access, self.shared = info, pool, access, shared
+                 outputs: dict, shared: dict, buttons: RunButtons):
+        self.info, self.pool, self.access, self.shared, self.buttons = info, pool, access, shared, buttons
         self.inputs, self.options, self.model, self.outputs = inputs, options, model, outputs
 
-    def connect(self, button: gr.Button, options: list[Option], outputs: list[Output], api: str):
-        """A click on button runs the task with these options and shows these outputs; returns the event."""
+    def connect(self, button: gr.Button, options: list[Option], outputs: list[Output], api: str,
+                stoppable: bool = False):
+        """A click on button runs the task with these options and shows these outputs; returns the task's event
+        (the one with the API name, which a Stop cancels)."""
+        started = button.click(self.buttons.running(stoppable), None, self.buttons.components, queue=False,
+                               api_visibility="private")
+        return self.run_after(started, options, outputs, api_name=api)
+
+    def run_after(self, started, options: list[Option], outputs: list[Output], **named):
+        """The task's event, run after the event started, with the buttons set back however it ends."""
         handler, components = self.handler(options, outputs)
-        return button.click(handler, components, [self.outputs[item.name] for item in outputs], api_name=api,
-                            **self.shared)
+        event = started.then(handler, components, [self.outputs[item.name] for item in outputs], **named, **self.shared)
+        # Gradio's page follows a failed event with its .failure listeners alone, not with its .then ones as
+        # documented, so the buttons come back through one listener for each ending. Stop sets them back itself,
+        # which does not depend on how the cancelled event reports its end.
+        for ending in (event.success, event.failure):
+            ending(self.buttons.idle, None, self.buttons.components, queue=False, api_visibility="private")
+        return event
 
     def handler(self, options: list[Option], outputs: list[Output]):
         """The handler and the components it reads: inputs, options, then the model box when there is one."""
@@ -124,11 +167,10 @@ class Wiring:
         if action.continues is None:
             return
         target = self.inputs[action.continues]
-        handler, components = self.handler(options, outputs)
         picked = self.outputs[action.outputs[0]]
-        picked.select(continue_text, target, target, queue=False, api_visibility="private").then(
-            handler, components, [self.outputs[item.name] for item in outputs], api_visibility="private", **self.shared
-        )
+        started = picked.select(continue_text, target, target, queue=False, api_visibility="private").then(
+            self.buttons.running(False), None, self.buttons.components, queue=False, api_visibility="private")
+        self.run_after(started, options, outputs, api_visibility="private")
 
 
 def example_inputs(info: TaskInfo, inputs: list) -> None:

@@ -18,9 +18,9 @@ import warnings
 
 from . import Parser, one_line
 from ..commands import add_device_flag, path
+from ..plugins import DEFAULT_TASK
 from .task_args import add_generate_flags, collect_batch, parse_task_options, render, task_flags
 
-DEFAULT_TASK = "completion"
 
 
 def add_parser(subparsers) -> None:

@@ -24,7 +24,9 @@ class CompletionTask(Task):
         Output("completions", "json", "every continuation with its tokens, log-probability and finish reason"),
     )
     options = (
-        *generation_options(),
+        # README's samples: the text reads best a little cooler than the model's own distribution, without its
+        # unlikeliest tail; beam search sets both aside while they stay at these defaults.
+        *generation_options(temperature=0.7, top_p=0.9),
         Option("suggest", 0, "instead of continuing, list this many most likely next words", minimum=0, maximum=100,
                advanced=True, app_default=5),
     )

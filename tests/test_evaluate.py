@@ -1,0 +1,105 @@
+"""Batched evaluation: segments score every token once, each with its own state, close to the exact single stream."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_helpers import run_cli
+
+from genseq import LanguageModel, ModelConfig, default_model_dir, from_pretrained
+from genseq.data import TokenStream, open_source, tokenize
+from genseq.evaluate import Segment, evaluate, score_segments, segments
+
+EOS = 3
+
+
+@pytest.fixture(scope="module")
+def trained(trained_run):
+    model, tokenizer = from_pretrained(trained_run)
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def valid_stream(trained, valid_file):
+    return tokenize(open_source(str(valid_file)), trained[1])
+
+
+def scored_positions(cut: list[Segment]) -> list[int]:
+    return sorted(position for segment in cut for position in range(segment.first + 1, segment.end + 1))
+
+
+@pytest.mark.parametrize("eos_id", [EOS, None])
+def test_segments_score_every_token_after_the_first_exactly_once(eos_id):
+    tokens = np.random.default_rng(0).integers(4, 50, 5000)
+    tokens[[0, 700, 701, 2500, 4999]] = EOS
+    cut = segments(tokens, eos_id, streams=8, min_length=100, context=16)
+    assert scored_positions(cut) == list(range(1, len(tokens)))
+    assert all(segment.end - segment.first <= 5000 // 8 + 1 for segment in cut)
+
+
+def test_cuts_fall_at_document_ends_and_every_segment_but_the_first_reads_context():
+    tokens = np.full(3001, 7)
+    tokens[[0, 1000, 3000]] = EOS
+    cut = segments(tokens, EOS, streams=4, min_length=100, context=16)
+    assert 1000 in [segment.first for segment in cut]
+    assert not any(segment.first < 1000 < segment.end for segment in cut)  # no segment scores across a document's end
+    assert [segment.first - segment.start for segment in cut] == [0] + [16] * (len(cut) - 1)
+
+
+def test_a_short_text_is_cut_into_fewer_segments_not_shorter_ones():
+    cut = segments(np.full(601, 7), None, streams=128, min_length=256, context=16)
+    assert len(cut) == 3 and min(s.end - s.first for s in cut) >= 200
+
+
+def test_each_segment_carries_its_own_state(trained, valid_stream):
+    model, tokens = trained[0], valid_stream.tokens
+    cut = segments(tokens, EOS, streams=6, min_length=32, context=8)
+    together = score_segments(model, tokens, cut, window=5)
+    alone = sum(score_segments(model, tokens, [segment], window=64) for segment in cut)
+    assert len(cut) >= 4
+    assert together == pytest.approx(alone, rel=1e-5)
+
+
+def test_the_batched_score_is_within_half_a_percent_of_the_exact_one(trained, valid_stream):
+    batched = evaluate(trained[0], valid_stream, eos_id=trained[1].eos_id)
+    exact = evaluate(trained[0], valid_stream, exact=True)
+    assert batched["tokens"] == exact["tokens"] == len(valid_stream.tokens) - 1
+    assert batched["nll"] == pytest.approx(exact["nll"], rel=5e-3)
+
+
+def old_single_stream_nll(model, tokens, window=2048) -> float:
+    """The evaluation loop as it was before batching, kept here as the reference of --exact."""
+    nll, state = 0.0, None
+    with torch.no_grad():
+        for start in range(0, len(tokens) - 1, window):
+            chunk = torch.from_numpy(tokens[start : start + window + 1].astype("int64"))[None]
+            logits, state = model(chunk[:, :-1], state)
+            nll += F.cross_entropy(logits.float()[0], chunk[0, 1:], reduction="sum").item()
+    return nll
+
+
+def test_exact_mode_is_the_single_stream_path(trained, valid_stream):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=trained[1].vocab_size, embedding_size=16, hidden_size=16)).eval()
+    long = TokenStream(np.tile(valid_stream.tokens, 3), valid_stream.words * 3, valid_stream.bytes * 3)
+    assert evaluate(model, long, exact=True)["nll"] == old_single_stream_nll(model, long.tokens)
+    assert evaluate(model, long, exact=True, window=100)["nll"] == old_single_stream_nll(model, long.tokens, 100)
+
+
+def test_exact_flag_scores_one_stream(capsys, trained_run, trained, valid_stream, valid_file):
+    code, out, _ = run_cli(capsys, "eval", "completion", "--model", trained_run, "--data", valid_file, "--exact", "--json")
+    assert code == 0
+    assert json.loads(out) == evaluate(trained[0], valid_stream, exact=True)
+
+
+def test_eval_without_model_scores_the_embedded_default(capsys, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+                    "must be in want of a wife.\n")
+    code, out, _ = run_cli(capsys, "eval", "completion", "--data", text, "--json")
+    assert code == 0
+    model, tokenizer = from_pretrained(default_model_dir())
+    expected = evaluate(model, tokenize(open_source(str(text)), tokenizer), eos_id=tokenizer.eos_id)
+    assert json.loads(out) == pytest.approx(expected)
