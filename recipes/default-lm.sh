@@ -31,6 +31,6 @@ else
 fi
 wait
 for corpus in "$DATA"/*/; do
-  echo "$(basename "$corpus") $(genseq eval completion --model "$RUN" --data "$corpus/valid" --json)"
+  echo "$(basename "$corpus") $(genseq eval completion --model "$RUN" --data "$corpus/valid" --exact --json)"
 done
 cat "$RUN-word-baseline/report.json"
