@@ -34,6 +34,7 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .errors import CheckpointError, GenseqError
+from .memory import byte_size
 from .model import LanguageModel, ModelConfig
 from .tokenizer import Tokenizer
 
@@ -260,7 +261,7 @@ def check_regular_file(path: str | os.PathLike, max_bytes: int) -> int:
         raise CheckpointError(f"{path} is {_file_kind(info.st_mode)}, not a regular file, so it is not read")
     if info.st_size > max_bytes:
         raise CheckpointError(
-            f"{path} is {_size(info.st_size)}, more than the {_size(max_bytes)} such a file can sensibly be, "
+            f"{path} is {byte_size(info.st_size)}, more than the {byte_size(max_bytes)} such a file can sensibly be, "
             "so it is not read"
         )
     return info.st_size
@@ -270,14 +271,6 @@ def _file_kind(mode: int) -> str:
     kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
     return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-def _size(count: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def max_weights_bytes() -> int:

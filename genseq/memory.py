@@ -43,7 +43,7 @@ def check_fits(needed: int, what: str, advice: str, device=None) -> None:
     """Raise ConfigError when needed bytes exceed what device has available."""
     available = available_bytes(device)
     if available is not None and needed > available:
-        raise ConfigError(f"{what} needs at least {_size(needed)} of memory but this machine has {_size(available)} "
+        raise ConfigError(f"{what} needs at least {byte_size(needed)} of memory but this machine has {byte_size(available)} "
                           f"available; {advice}")
 
 
@@ -97,8 +97,10 @@ def is_out_of_memory(error: BaseException) -> bool:
                                          "DefaultCPUAllocator", "not enough memory"))
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count / 1024:.0f} KB"
+def byte_size(count: int) -> str:
+    """A number of bytes for a message: 512 bytes, 1.5 MiB, 2.0 GiB ..."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
