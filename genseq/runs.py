@@ -299,8 +299,9 @@ class RunLoop(ABC):
 
     A subclass sets self.optimizer and self.progress (a RunProgress) in its
     __init__, after calling this one, and defines steps_per_epoch(),
-    next_batch(), start_epoch(), loss() and validate(). It may override
-    is_better() (by default a lower loss is better), checkpoint_files() (by
+    next_batch(), start_epoch(), loss() and validate(). It may name a
+    better_metric or override is_better() (by default a lower loss is
+    better), checkpoint_files() (by
     default the model's own files()), learning_rate(), after_validation(),
     train_record(), postfix(), summary(), resume_state() and restore().
     """
@@ -308,6 +309,7 @@ class RunLoop(ABC):
     config: RunConfig
     progress: RunProgress
     optimizer: torch.optim.Optimizer
+    better_metric: str | None = None  # a validation metric where higher is better, ties going to the lower loss
 
     def __init__(self, model: torch.nn.Module, config: RunConfig, out_dir: str | Path, world: World | None = None,
                  network: torch.nn.Module | None = None):
@@ -352,8 +354,12 @@ class RunLoop(ABC):
 
     # ---- what a subclass may change ----------------------------------------------------------------
     def is_better(self, metrics: dict[str, float]) -> bool:
-        """Whether a validation's metrics beat the best so far, self.progress.best ({} before the first)."""
-        return metrics["loss"] < self.progress.best.get("loss", math.inf)
+        """Whether a validation's metrics beat the best so far, self.progress.best ({} before the first): the
+        higher better_metric, then the lower loss; without a better_metric, the lower loss."""
+        best, key = self.progress.best, self.better_metric
+        if key is None:
+            return metrics["loss"] < best.get("loss", math.inf)
+        return not best or (metrics[key], -metrics["loss"]) > (best[key], -best["loss"])
 
     def checkpoint_files(self, **extra: Any) -> dict[str, bytes]:
         """The model's checkpoint files as bytes, extra going into config.json: by default the model's files()."""

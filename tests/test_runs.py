@@ -171,3 +171,19 @@ def test_the_first_ctrl_c_requests_a_stop_and_the_second_aborts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_better_metric_wins_by_its_higher_value_and_a_tie_by_the_lower_loss():
+    from types import SimpleNamespace
+
+    from genseq.runs import RunLoop
+
+    def better(metric, best, metrics):
+        return RunLoop.is_better(SimpleNamespace(better_metric=metric, progress=SimpleNamespace(best=best)), metrics)
+
+    assert better("f1", {}, {"f1": 0.1, "loss": 9.0})
+    assert better("f1", {"f1": 0.5, "loss": 1.0}, {"f1": 0.6, "loss": 2.0})
+    assert not better("f1", {"f1": 0.5, "loss": 1.0}, {"f1": 0.4, "loss": 0.1})
+    assert better("f1", {"f1": 0.5, "loss": 1.0}, {"f1": 0.5, "loss": 0.9})
+    assert not better(None, {"f1": 0.5, "loss": 1.0}, {"f1": 0.9, "loss": 1.1})
+    assert better(None, {"loss": 1.0}, {"loss": 0.9})

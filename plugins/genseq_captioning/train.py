@@ -149,6 +149,8 @@ def caption_loss(captioner: Captioner, features: torch.Tensor, inputs, targets, 
 class CaptionTrainer(RunLoop):
     """Trains a captioner into a run directory (see genseq.runs for its layout); the model is self.model."""
 
+    better_metric = "bleu4"
+
     def __init__(self, captioner: Captioner, train_data: CaptionSet, valid_data: CaptionSet,
                  config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None):
         super().__init__(captioner, config, out_dir, world, network=TeacherForced(captioner))
@@ -244,11 +246,6 @@ class CaptionTrainer(RunLoop):
         bleu = caption_bleu(captions, [self.valid_data.references[i] for i in readable])
         captioner.train()
         return {"loss": total / count, **{f"bleu{n}": bleu[f"bleu{n}"] for n in range(1, 5)}}
-
-    def is_better(self, metrics: dict[str, float]) -> bool:
-        """The better BLEU-4, or the lower validation loss on a tie."""
-        best = self.progress.best
-        return not best or (metrics["bleu4"], -metrics["loss"]) > (best["bleu4"], -best["loss"])
 
     def summary(self, metrics: dict[str, float]) -> str:
         return f"valid loss {metrics['loss']:.4f}, BLEU-1 {metrics['bleu1']:.3f}, BLEU-4 {metrics['bleu4']:.3f}"

@@ -157,6 +157,8 @@ class Progress(RunProgress):
 class SentimentTrainer(RunLoop):
     """Trains a sentiment classifier into a run directory (see genseq.runs for its layout)."""
 
+    better_metric = "f1"  # of the positive class
+
     def __init__(self, model: SentimentModel, train: Examples, valid: Examples, config: SentimentTrainConfig,
                  out_dir: str | Path):
         super().__init__(model, config, out_dir)
@@ -190,11 +192,6 @@ class SentimentTrainer(RunLoop):
         measured = evaluate_model(self.model, self.valid_data)
         self.model.train()
         return measured
-
-    def is_better(self, metrics: dict[str, float]) -> bool:
-        """The better F1 of the positive class, or the lower loss on a tie."""
-        best = self.progress.best
-        return not best or (metrics["f1"], -metrics["loss"]) > (best["f1"], -best["loss"])
 
     def summary(self, metrics: dict[str, float]) -> str:
         return f"valid accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, loss {metrics['loss']:.4f}"
