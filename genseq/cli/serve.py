@@ -1,21 +1,28 @@
-"""`genseq serve`: start the Gradio web app (the installed package genseq_web), one tab per task.
+"""`genseq serve`: start the Gradio web app (the installed package genseq_web), one tab per task, with its
+OpenAI-compatible API at /v1 (or the API alone with --api-only).
 
-It binds to 127.0.0.1 unless --host says otherwise; an installation without the
-app or without Gradio gets one sentence saying what to install.
+It binds to 127.0.0.1 unless --host says otherwise, and listens beyond this
+machine only with an API key (--api-key or GENSEQ_API_KEY); an installation
+without the app or without Gradio gets one sentence saying what to install.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 from pathlib import Path
 
 from ..commands import positive_int, shown, whole_number
 from ..errors import ConfigError, GenseqError
 
+API_KEY_VARIABLE = "GENSEQ_API_KEY"
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="start the web app",
-                                   description="Start the Gradio web app: one tab per registered task.")
+    parser = subparsers.add_parser("serve", help="start the web app and its OpenAI-compatible API",
+                                   description="Start the Gradio web app: one tab per registered task, with an "
+                                               "OpenAI-compatible API at /v1 (docs/api.md).")
     parser.add_argument("--host", type=host, default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port, default=7860, help="1 to 65535 (default 7860)")
     parser.add_argument("--model", action="append", default=[], metavar="TASK=DIR", type=task_model,
@@ -27,6 +34,11 @@ def add_parser(subparsers) -> None:
                              "no other directory can be (default runs)")
     parser.add_argument("--max-prompt-chars", type=positive_int, metavar="N",
                         help="the longest text, in characters, a request may send (default 20000)")
+    parser.add_argument("--api-key", metavar="KEY",
+                        help=f"the key OpenAI API clients must send (Authorization: Bearer KEY); default: the "
+                             f"{API_KEY_VARIABLE} environment variable; required with a --host beyond this machine")
+    parser.add_argument("--api-only", action="store_true",
+                        help="serve only the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)")
     parser.set_defaults(run=run)
 
 
@@ -63,13 +75,39 @@ def run(args) -> int:
     # Left out, they take the app's defaults (genseq_web/access.py), which the help text repeats.
     limits = {name: value for name, value in (("models_dir", args.models_dir), ("max_prompt_chars", args.max_prompt_chars))
               if value is not None}
+    api = api_settings(args)
     app = app_module.build_app(dict(args.model), concurrency=args.concurrency, **limits)
     try:
-        app_module.launch(app, host=args.host, port=args.port)
+        app_module.launch(app, host=args.host, port=args.port, **api)
     except OSError:  # Gradio raises it for a port in use and for an address this machine does not have
         raise GenseqError(f"cannot serve on {args.host}:{args.port}: the port is taken or the address is not this "
                           "machine's; choose another --port or --host") from None
     return 0
+
+
+def api_settings(args) -> dict:
+    """launch()'s API keywords: the key (from --api-key or the environment) and api_only, each only when set.
+
+    Without a key the API answers anyone who can reach it, so the server then listens on this machine only."""
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
+    if key is not None and not key.strip():
+        source = "--api-key" if args.api_key is not None else API_KEY_VARIABLE
+        raise ConfigError(f"{source} is empty; give a key clients must send, or leave it out to serve this machine only")
+    if key is None and not is_loopback(args.host):
+        raise ConfigError(f"--host {args.host} listens beyond this machine, which needs an API key: pass --api-key KEY "
+                          f"or set {API_KEY_VARIABLE}")
+    settings = {"api_key": key.strip()} if key is not None else {}  # clients send it without surrounding spaces
+    return {**settings, "api_only": True} if args.api_only else settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine only: localhost or a loopback address (any other name may reach further)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def is_directory(path: str) -> bool:
