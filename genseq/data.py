@@ -8,11 +8,22 @@ a corpus never has to fit in memory:
     [EOS] doc1 [EOS] doc2 [EOS] ...
 
 The EOS at the front gives the first token a context, and the model learns to
-end a document.
+end a document. A document with a style label starts with the label's control
+token (see genseq.tokenizer), which comes again before the first word after
+every LABEL_EVERY tokens: [EOS] <style:austen> It is ... <style:austen> whole ... [EOS]
+The repeats let a model learn what the label means from a corpus of a few long
+documents (four novels are four starts), within truncated-BPTT windows; they
+are never scored by evaluation (genseq.evaluate) and add no text.
+
+Labels come from folders or from a dataset column. With --labels-from folders a
+file's label is the first folder below the fixed part of --data: the folder
+itself for a folder (DIR/LABEL/...), the path before the first wildcard for a
+glob ('text/*/train/*.txt' labels text/austen/train/emma.txt "austen").
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -25,13 +36,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import DataError
-from .tokenizer import Tokenizer
+from .errors import ConfigError, DataError
+from .tokenizer import Tokenizer, check_label
 
 CHUNK_CHARS = 1 << 20  # documents are read and tokenized a megabyte at a time
 HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
 CACHE_DTYPES = {"uint16": np.uint16, "int32": np.int32}  # what a token cache entry may hold
 DATASET_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
+LABEL_SOURCES = ("folders",)  # --labels-from; a dataset's labels come from --label-column
+LABEL_EVERY = 256  # tokens of a labelled document between repeats of its label (4 bptt windows of 64)
 
 
 def cache_dir() -> Path:
@@ -39,61 +52,127 @@ def cache_dir() -> Path:
 
 
 # ---- sources ---------------------------------------------------------------
-class TextFiles:
-    """Local UTF-8 text files, each one document."""
+class Source:
+    """What every source gives: its documents, each an iterator of text chunks, with their style labels or not."""
 
-    def __init__(self, paths: list[Path], spec: str):
-        self.paths, self.spec = paths, spec
+    spec: str
+
+    def labelled_documents(self) -> Iterator[tuple[str | None, Iterator[str]]]:
+        raise NotImplementedError
+
+    def documents(self) -> Iterator[Iterator[str]]:
+        for _, document in self.labelled_documents():
+            yield document
+
+
+class TextFiles(Source):
+    """Local UTF-8 text files, each one document; labels, when given, holds each file's style label."""
+
+    def __init__(self, paths: list[Path], spec: str, labels: list[str] | None = None):
+        self.paths, self.spec, self.labels = paths, spec, labels
 
     def fingerprint(self) -> str:
         stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in self.paths]
-        return json.dumps(stats)
+        return json.dumps([stats, self.labels] if self.labels else stats)
 
-    def documents(self) -> Iterator[Iterator[str]]:
-        for path in self.paths:
-            yield _read_chunks(path)
+    def labelled_documents(self) -> Iterator[tuple[str | None, Iterator[str]]]:
+        for index, path in enumerate(self.paths):
+            yield (self.labels[index] if self.labels else None), _read_chunks(path)
+
+    def label_names(self) -> list[str]:
+        return sorted(set(self.labels or ()))
 
 
-class HFDataset:
-    """One text column of a Hugging Face dataset, each row one document."""
+class HFDataset(Source):
+    """One text column of a Hugging Face dataset, each row one document; label_column, when given, holds its style label."""
 
-    def __init__(self, spec: str, text_column: str, split: str, streaming: bool = False):
+    def __init__(self, spec: str, text_column: str, split: str, streaming: bool = False, label_column: str | None = None):
         self.spec, self.text_column, self.split, self.streaming = spec, text_column, split, streaming
+        self.label_column = label_column
         self.dataset = _load_hf_dataset(spec, split, streaming)
         columns = self.dataset.column_names or []
-        if columns and text_column not in columns:
-            raise DataError(f"{spec} has no column {text_column!r}; its columns are {', '.join(columns)} (use --text-column)")
+        for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
+            if columns and column is not None and column not in columns:
+                raise DataError(f"{spec} has no column {column!r}; its columns are {', '.join(columns)} (use {flag})")
 
     def fingerprint(self) -> str:
-        return json.dumps([self.spec, self.split, self.text_column, getattr(self.dataset, "_fingerprint", None)])
+        return json.dumps([self.spec, self.split, self.text_column, getattr(self.dataset, "_fingerprint", None)]
+                          + ([self.label_column] if self.label_column else []))
 
-    def documents(self) -> Iterator[Iterator[str]]:
+    def labelled_documents(self) -> Iterator[tuple[str | None, Iterator[str]]]:
         for row in self.dataset:
             text = row[self.text_column]
             if not isinstance(text, str):
                 raise DataError(f"column {self.text_column!r} of {self.spec} holds {type(text).__name__}, not text")
-            yield iter((text,))
+            yield (self._label(row[self.label_column]) if self.label_column else None), iter((text,))
+
+    def label_names(self) -> list[str]:
+        if not self.label_column:
+            return []
+        if self.streaming:
+            raise ConfigError("--label-column needs the labels before training starts, which a streamed dataset "
+                              "cannot give; drop --streaming")
+        return sorted({label for label in map(self._label, self.dataset.unique(self.label_column)) if label})
+
+    def _label(self, value) -> str | None:
+        """A column value as a label: a class label's name, else its text; None or "" for no label."""
+        if value is None or value == "":
+            return None
+        names = getattr(self.dataset.features.get(self.label_column), "names", None)
+        return check_label(names[value] if names and isinstance(value, int) else str(value))
 
 
-def open_source(spec: str, text_column: str = "text", split: str = "train", streaming: bool = False):
-    """Resolve a --data argument to a TextFiles or HFDataset source."""
+def open_source(spec: str, text_column: str = "text", split: str = "train", streaming: bool = False,
+                labels_from: str | None = None, label_column: str | None = None):
+    """Resolve a --data argument to a TextFiles or HFDataset source, labelled by folders or by a column if asked."""
+    if labels_from is not None and labels_from not in LABEL_SOURCES:
+        raise ConfigError(f"--labels-from must be {' or '.join(LABEL_SOURCES)}, not {labels_from!r}")
+    source = _open_unlabelled(spec, text_column, split, streaming, label_column)
+    if isinstance(source, HFDataset) and labels_from:
+        raise ConfigError(f"{spec} is a dataset, whose labels come from a column: use --label-column, not --labels-from")
+    if isinstance(source, TextFiles) and label_column:
+        raise ConfigError(f"{spec} is text files, which have no columns: use --labels-from folders, not --label-column")
+    if labels_from:
+        source.labels = folder_labels(spec, source.paths)
+    return source
+
+
+def _open_unlabelled(spec: str, text_column: str, split: str, streaming: bool, label_column: str | None):
     path = Path(spec)
+    dataset = functools.partial(HFDataset, spec, text_column, split, streaming, label_column)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "state.json").exists() or _has_dataset_files(path):
-            return HFDataset(spec, text_column, split, streaming)
+            return dataset()
         return TextFiles(_text_files_under(path), spec)
     if path.is_file():
         if path.suffix in DATASET_SUFFIXES:
-            return HFDataset(spec, text_column, split, streaming)
+            return dataset()
         return TextFiles([path], spec)
     if glob.has_magic(spec):
-        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        if not matches:
+        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+        files = [file for match in matches for file in (_text_files_under(match) if match.is_dir() else [match])]
+        if not files:
             raise DataError(f"no files match {spec}")
-        return TextFiles(matches, spec)
+        return TextFiles(files, spec)
     if not HUB_NAME.fullmatch(spec) or path.suffix in (".txt", ".md"):
         raise DataError(f"{spec} does not exist")
-    return HFDataset(spec, text_column, split, streaming)
+    return dataset()
+
+
+def folder_labels(spec: str, paths: list[Path]) -> list[str]:
+    """Each file's label: its first folder below spec's fixed part (spec itself for a folder, the path before
+    the first wildcard for a glob); DataError for a file directly in that part, which has no label folder."""
+    parts = Path(spec).parts
+    fixed = next((index for index, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    labels = []
+    for path in paths:
+        below = path.relative_to(root).parts
+        if len(below) < 2:
+            raise DataError(f"{path} is not inside a label folder: with --labels-from folders each file's label is "
+                            f"the name of its first folder below {root}")
+        labels.append(check_label(below[0]))
+    return labels
 
 
 def _text_files_under(folder: Path) -> list[Path]:
@@ -198,19 +277,24 @@ class TokenStream:
         return head, tail
 
 
-def tokenize(source, tokenizer: Tokenizer, progress: bool = False) -> TokenStream:
-    """Tokenize a source once; later calls with the same files and tokenizer read the cache.
+def tokenize(source, tokenizer: Tokenizer, progress: bool = False, style: str | None = None) -> TokenStream:
+    """Tokenize a source once; later calls with the same files, tokenizer and style read the cache.
+
+    Each document starts with the control token of its label, or of style when given (every document then
+    has that label, as for scoring a text as written in one style).
 
     A cache entry is key.bin (the tokens) and key.json (their count and dtype), each written
     to a temporary name and renamed into place, the JSON last: an entry with its JSON is
     whole. One that is damaged anyway (truncated, edited) is found by its size and rebuilt.
     """
-    key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes()).hexdigest()[:24]
+    if style:
+        tokenizer.style_id(style)  # an unknown style is refused before any work
+    key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes() + (style or "").encode()).hexdigest()[:24]
     folder = cache_dir() / "tokens"
     data_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
     meta = _read_token_cache(data_path, meta_path)
     if meta is None:
-        meta = _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress)
+        meta = _write_token_cache(source, tokenizer, style, folder, data_path, meta_path, progress)
     if meta["bytes"] == 0:
         raise DataError(f"{source.spec} holds no text")
     tokens = np.memmap(data_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
@@ -231,13 +315,13 @@ def _read_token_cache(data_path: Path, meta_path: Path) -> dict | None:
     return meta
 
 
-def _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress) -> dict:
+def _write_token_cache(source, tokenizer, style, folder, data_path, meta_path, progress) -> dict:
     dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
     tmp = data_path.with_name(f".{data_path.name}.tmp{os.getpid()}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as out:
-            count, words, size = _write_tokens(source, tokenizer, out, dtype, progress)
+            count, words, size = _write_tokens(source, tokenizer, style, out, dtype, progress)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, data_path)
@@ -251,16 +335,23 @@ def _write_token_cache(source, tokenizer, folder, data_path, meta_path, progress
     return meta
 
 
-def _write_tokens(source, tokenizer, out, dtype, progress) -> tuple[int, int, int]:
-    """Write [EOS] doc1 [EOS] doc2 [EOS] ... to out; -> (tokens, words, bytes)."""
+def _write_tokens(source, tokenizer, style, out, dtype, progress) -> tuple[int, int, int]:
+    """Write [EOS] doc1 [EOS] doc2 [EOS] ... to out, a labelled doc with its label's control token at its start
+    and after every LABEL_EVERY tokens; -> (tokens, words, bytes)."""
     from tqdm import tqdm
 
     count, words, size = 1, 0, 0
+    word_starts = {i for i in range(tokenizer.vocab_size) if tokenizer.id_to_piece(i).startswith("▁")}
     with tqdm(desc=f"tokenizing {source.spec}", unit="doc", disable=not progress, leave=False) as bar:
         out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
-        for document in source.documents():
+        for label, document in source.labelled_documents():
+            label_ids = tokenizer.style_prefix(style or label)
+            out.write(np.asarray(label_ids, dtype=dtype).tobytes())
+            count, since = count + len(label_ids), 0
             for chunk in document:
                 ids = tokenizer.encode(chunk)
+                if label_ids:
+                    ids, since = with_label(ids, label_ids[0], since, word_starts)
                 out.write(np.asarray(ids, dtype=dtype).tobytes())
                 count += len(ids)
                 words += len(chunk.split())
@@ -269,6 +360,19 @@ def _write_tokens(source, tokenizer, out, dtype, progress) -> tuple[int, int, in
             count += 1
             bar.update()
     return count, words, size
+
+
+def with_label(ids: list[int], label_id: int, since: int, word_starts: set[int]) -> tuple[list[int], int]:
+    """ids with label_id before each word start that follows LABEL_EVERY or more tokens without it, and the
+    count of tokens since its last one; since: that count before ids."""
+    labelled = []
+    for token in ids:
+        if since >= LABEL_EVERY and token in word_starts:
+            labelled.append(label_id)
+            since = 0
+        labelled.append(token)
+        since += 1
+    return labelled, since
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

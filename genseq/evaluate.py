@@ -19,6 +19,11 @@ is scored exactly once, in either of two ways:
 
   Measured on the default model: within 0.5% of the exact NLL (docs/models.md).
 - exact: one stream, the state carried across the whole text.
+
+A text with style labels (genseq.data) holds their control tokens: the model
+reads them, but they are not text, so they are not scored and text is scored
+among text tokens only (the labels' logits are masked), the same whether the
+text carries its label, none or another.
 """
 
 from __future__ import annotations
@@ -55,19 +60,20 @@ class Segment:
 
 
 def evaluate(model: LanguageModel, stream: TokenStream, window: int | None = None, progress: bool = False,
-             exact: bool = False, eos_id: int | None = None) -> dict:
+             exact: bool = False, eos_id: int | None = None, unscored: tuple[int, ...] = ()) -> dict:
     """Score every token of stream after the first: batched segments, or with exact one stream with the state carried.
 
     eos_id marks where documents end (None: the text is one document). window is the tokens of each model
     call: of the one stream (default 2048), or of each row of a batch (default 32). The result does not
-    depend on it.
+    depend on it. Tokens in unscored (style labels' ids) are read but not scored.
     """
     model.eval()
     if exact:
-        nll = score_single_stream(model, stream.tokens, window or 2048, progress)
+        nll = score_single_stream(model, stream.tokens, window or 2048, progress, unscored)
     else:
-        nll = score_segments(model, stream.tokens, segments(stream.tokens, eos_id), window or 32, progress)
-    predicted = len(stream.tokens) - 1
+        nll = score_segments(model, stream.tokens, segments(stream.tokens, eos_id), window or 32, progress,
+                             unscored=unscored)
+    predicted = scored_count(stream.tokens, unscored)
     return {
         "tokens": predicted,
         "words": stream.words,
@@ -79,17 +85,38 @@ def evaluate(model: LanguageModel, stream: TokenStream, window: int | None = Non
     }
 
 
+def scored_count(tokens: np.ndarray, unscored: tuple[int, ...] = ()) -> int:
+    """How many tokens of tokens[1:] are scored: all but those in unscored."""
+    return len(tokens) - 1 - (int(np.isin(tokens[1:], unscored).sum()) if unscored else 0)
+
+
 @torch.no_grad()
-def score_single_stream(model: LanguageModel, tokens: np.ndarray, window: int = 2048, progress: bool = False) -> float:
-    """Total NLL of tokens[1:], one stream with the state carried through every window."""
+def score_single_stream(model: LanguageModel, tokens: np.ndarray, window: int = 2048, progress: bool = False,
+                        unscored: tuple[int, ...] = ()) -> float:
+    """Total NLL of tokens[1:] but those in unscored, one stream with the state carried through every window."""
     device, nll, state = _device(model), 0.0, None
     with _progress_bar(len(tokens) - 1, progress) as bar:
         for start in range(0, len(tokens) - 1, window):
-            chunk = torch.from_numpy(tokens[start : start + window + 1].astype(np.int64)).to(device)[None]  # (1, T + 1)
-            logits, state = model(chunk[:, :-1], state)
-            nll += F.cross_entropy(logits.float()[0], chunk[0, 1:], reduction="sum").item()
-            bar.update(chunk.size(1) - 1)
+            chunk = tokens[start : start + window + 1].astype(np.int64)
+            inputs = torch.from_numpy(chunk[:-1]).to(device)[None]  # (1, T)
+            logits, state = model(inputs, state)
+            targets = torch.from_numpy(_unscored_ignored(chunk[1:], unscored)).to(device)
+            nll += F.cross_entropy(_text_logits(logits, unscored)[0], targets, ignore_index=IGNORED, reduction="sum").item()
+            bar.update(len(chunk) - 1)
     return nll
+
+
+def _text_logits(logits: torch.Tensor, unscored: tuple[int, ...]) -> torch.Tensor:
+    """logits in fp32, those of the unscored tokens (never text) masked out."""
+    logits = logits.float()
+    if unscored:
+        logits[..., list(unscored)] = -math.inf
+    return logits
+
+
+def _unscored_ignored(targets: np.ndarray, unscored: tuple[int, ...]) -> np.ndarray:
+    """targets with those in unscored set to IGNORED."""
+    return np.where(np.isin(targets, unscored), IGNORED, targets) if unscored else targets
 
 
 def segments(tokens: np.ndarray, eos_id: int | None = None, streams: int = STREAMS, min_length: int = MIN_SEGMENT,
@@ -109,26 +136,29 @@ def segments(tokens: np.ndarray, eos_id: int | None = None, streams: int = STREA
 
 @torch.no_grad()
 def score_segments(model: LanguageModel, tokens: np.ndarray, cut: list[Segment], window: int = 32,
-                   progress: bool = False, streams: int = STREAMS) -> float:
-    """Total NLL of the scored tokens of every segment; up to streams segments of similar length share a batch."""
+                   progress: bool = False, streams: int = STREAMS, unscored: tuple[int, ...] = ()) -> float:
+    """Total NLL of the scored tokens of every segment, less those in unscored; up to streams segments of similar
+    length share a batch."""
     device, nll = _device(model), 0.0
     ordered = sorted(cut, key=lambda segment: segment.length, reverse=True)
     with _progress_bar(sum(segment.end - segment.first for segment in cut), progress) as bar:
         for group_start in range(0, len(ordered), streams):
             group, state = ordered[group_start : group_start + streams], None
             for offset in range(0, group[0].length, window):  # the group's first segment is its longest
-                inputs, targets = (part.to(device) for part in _window(tokens, group, offset, window))
+                inputs, targets = (part.to(device) for part in _window(tokens, group, offset, window, unscored))
                 logits, state = model(inputs, state)  # (B, W, V)
-                nll += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORED,
-                                       reduction="sum").item()
+                nll += F.cross_entropy(_text_logits(logits, unscored).flatten(0, 1), targets.flatten(),
+                                       ignore_index=IGNORED, reduction="sum").item()
                 bar.update(int((targets != IGNORED).sum()))
     return nll
 
 
-def _window(tokens: np.ndarray, group: list[Segment], offset: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _window(tokens: np.ndarray, group: list[Segment], offset: int, width: int,
+            unscored: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets (B, width) of columns offset to offset + width of a group of segments, read from tokens
-    window by window so that a long text is never copied whole. Context and the padding after a row's end are
-    IGNORED targets; padding only ever follows a row's real tokens, so it cannot change how they are scored."""
+    window by window so that a long text is never copied whole. Context, unscored tokens and the padding after a
+    row's end are IGNORED targets; padding only ever follows a row's real tokens, so it cannot change how they
+    are scored."""
     inputs = np.zeros((len(group), width), np.int64)
     targets = np.full((len(group), width), IGNORED, np.int64)
     for row, segment in enumerate(group):
@@ -136,7 +166,7 @@ def _window(tokens: np.ndarray, group: list[Segment], offset: int, width: int) -
         scored = max(begin, segment.first)
         inputs[row, : max(stop - begin, 0)] = tokens[begin:stop]
         targets[row, scored - begin : max(stop - begin, 0)] = tokens[scored + 1 : stop + 1]
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
+    return torch.from_numpy(inputs), torch.from_numpy(_unscored_ignored(targets, unscored))
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -9,6 +9,11 @@ The model types are SentencePiece's: unigram and bpe learn word pieces, char
 keeps one piece per character (the vocabulary size then caps how many of the
 most frequent characters get a piece; the others are spelt in bytes). Every
 type needs at least MIN_VOCAB_SIZE pieces and is saved in the same file format.
+
+Style labels are SentencePiece control symbols, "<style:NAME>": each is one id
+that encode() never produces from text and decode() leaves out, so a label can
+start its documents in training and a prompt in generation without ever
+appearing in the text either side.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from .errors import CheckpointError, ConfigError, DataError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NEWLINE_PIECE = "<0x0A>"
 MODEL_TYPES = ("unigram", "bpe", "char")
+STYLE_PIECE = re.compile(r"<style:(.+)>")  # a style label's control symbol
+BAD_LABEL_CHARACTERS = re.compile(r"[\s,<>]")  # SentencePiece takes its control symbols as a comma-separated list
 # The 256 byte pieces, the four special ids and at least one piece of text.
 MIN_VOCAB_SIZE = 256 + 4 + 1
 # SentencePiece skips, without a word, training sentences longer than this many bytes; longer
@@ -66,16 +73,19 @@ class Tokenizer:
         vocab_size: int = 8000,
         model_type: str = "unigram",
         max_sentences: int = 2_000_000,
+        styles: Iterable[str] = (),
     ) -> "Tokenizer":
         """Train on an iterator of texts; each is split into lines, none is held whole.
 
         vocab_size is the number of pieces, at least MIN_VOCAB_SIZE; for model_type "char" it is an upper
-        bound, as a corpus has only so many characters.
+        bound, as a corpus has only so many characters. Each of styles (label names) gets a control symbol,
+        counted in vocab_size.
         """
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"tokenizer type must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
         if vocab_size < MIN_VOCAB_SIZE:
             raise ConfigError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte pieces + specials), not {vocab_size}")
+        styles = [check_label(style) for style in styles]
         cut: list[bool] = []
         sentences = _nonempty_lines(texts, cut)
         writer = io.BytesIO()
@@ -93,6 +103,7 @@ class Tokenizer:
                 input_sentence_size=max_sentences,
                 shuffle_input_sentence=True,
                 max_sentence_length=MAX_SENTENCE_BYTES,
+                control_symbols=[style_piece(style) for style in styles],
                 num_threads=os.cpu_count() or 1,
                 minloglevel=2,
             )
@@ -131,6 +142,28 @@ class Tokenizer:
     def id_to_piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id)
 
+    @functools.cached_property
+    def styles(self) -> dict[str, int]:
+        """Style label -> the id of its control symbol, in id order ({} for a tokenizer trained without labels)."""
+        found = {}
+        for token_id in range(self.vocab_size):
+            match = STYLE_PIECE.fullmatch(self.sp.id_to_piece(token_id)) if self.sp.is_control(token_id) else None
+            if match:
+                found[match.group(1)] = token_id
+        return found
+
+    def style_id(self, style: str) -> int:
+        """The control id that starts text of the label style; ConfigError naming the known labels otherwise."""
+        if style in self.styles:
+            return self.styles[style]
+        if not self.styles:
+            raise ConfigError(f"style {style!r} cannot be used: this model was trained without style labels")
+        raise ConfigError(f"this model has no style {style!r}; its styles are {', '.join(self.styles)}")
+
+    def style_prefix(self, style: str | None) -> list[int]:
+        """[the style's control id], or [] for no style (None or "")."""
+        return [self.style_id(style)] if style else []
+
     # ---- encoding -----------------------------------------------------
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -163,7 +196,7 @@ class Tokenizer:
         pending = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character's bytes so far
         line_start = True
         for token_id in map(int, ids):
-            if token_id in (PAD_ID, BOS_ID, EOS_ID):
+            if token_id in (PAD_ID, BOS_ID, EOS_ID) or self.sp.is_control(token_id):
                 texts.append("")
                 continue
             if self.sp.is_byte(token_id) and token_id != self.newline_id:
@@ -195,6 +228,18 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size})"
+
+
+def style_piece(style: str) -> str:
+    """The control symbol of a style label."""
+    return f"<style:{style}>"
+
+
+def check_label(label: str) -> str:
+    """label, if it can name a style: a non-empty name without spaces, commas or angle brackets; else DataError."""
+    if not label or BAD_LABEL_CHARACTERS.search(label):
+        raise DataError(f"{label!r} cannot be a style label: a label is a name without spaces, commas, '<' or '>'")
+    return label
 
 
 def _nonempty_lines(texts: Iterable[str], cut: list[bool]) -> Iterator[str]:

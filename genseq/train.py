@@ -7,6 +7,11 @@ Ctrl-C and exact resume are the run layer's (see docs/training.md). last/
 also holds the carried hidden state and, for a streamed corpus, each
 process's position in it.
 
+A run starts from scratch (a tokenizer trained on the data, fresh weights) or,
+fine-tuning, from a checkpoint's tokenizer and weights (init); config.json then
+records where it started. A corpus with style labels trains its tokenizer with
+a control token per label (see genseq.data and genseq.tokenizer).
+
 Under torchrun the same Trainer runs data-parallel (see genseq.distributed):
 each process trains its rows of the global batch through DistributedDataParallel,
 and last/ holds the state of the whole batch, so a run resumes on any number of
@@ -15,6 +20,8 @@ processes that divides the batch.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import time
@@ -25,12 +32,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import LANGUAGE_MODEL, build_saved, model_files, read_config, read_directory_path
+from .checkpoint import (
+    LANGUAGE_MODEL,
+    WEIGHTS_FILE,
+    build_saved,
+    load_checkpoint,
+    model_files,
+    read_config,
+    read_directory_path,
+    resolve,
+)
 from .data import ContiguousBatches, StreamingBatches, TokenStream
 from .distributed import World
 from .errors import ConfigError, DataError
-from .evaluate import score_segments, segments
-from .model import LanguageModel, State, detach_state
+from .evaluate import score_segments, scored_count, segments
+from .model import LanguageModel, ModelConfig, State, detach_state
 from .runs import (
     STATE_JSON,
     STATE_TENSORS,
@@ -45,11 +61,16 @@ from .runs import (
 )
 from .tokenizer import Tokenizer
 
-__all__ = ["PRECISIONS", "SCHEDULES", "Progress", "TrainConfig", "Trainer", "refuse_existing_run", "resolve_device",
-           "train_language_model", "training_precision"]
+__all__ = ["FINE_TUNING", "PRECISIONS", "SCHEDULES", "Progress", "TrainConfig", "Trainer", "refuse_existing_run",
+           "resolve_device", "train_language_model", "training_precision"]
 
 SCHEDULES = ("cosine", "plateau", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
+# What a fine-tune (a run from --init) defaults to instead of TrainConfig's from-scratch values: a sixth of the
+# learning rate, so that the weights move towards the new text without forgetting the old; a short warm-up,
+# since the optimizer's moments start from nothing; frequent validation with early stopping, as a small
+# corpus is over-fitted quickly; and a budget of 3 minutes when neither --max-steps nor --max-time is given.
+FINE_TUNING = {"lr": 5e-4, "warmup_steps": 10, "eval_every": 100, "patience": 3, "max_time": 180.0}
 
 
 @dataclass
@@ -120,10 +141,12 @@ class Trainer(RunLoop):
         config: TrainConfig,
         out_dir: str | Path,
         world: World | None = None,
+        init: dict | None = None,
     ):
-        """train_data is a TokenStream, or StreamingBatches (already made for this process's rows)."""
+        """train_data is a TokenStream, or StreamingBatches (already made for this process's rows); init, for a
+        fine-tune, says which checkpoint it started from (config.json's "init")."""
         super().__init__(model, config, out_dir, world)
-        self.tokenizer = tokenizer
+        self.tokenizer, self.init = tokenizer, init
         self.precision = agreed_precision(self.world, training_precision(config.precision, self.device))
         rows = self.world.rows(config.batch_size)
         if isinstance(train_data, StreamingBatches):
@@ -196,6 +219,8 @@ class Trainer(RunLoop):
 
     def fit(self) -> Progress:
         self._rate_clock = (self.progress.step, time.monotonic())
+        if self.init and self.progress.last_validation_step < 0:
+            self.validate_and_record()  # a fine-tune's best model is the one it starts from until a step beats it
         progress = super().fit()
         if self.hidden is not None:
             self.hidden = detach_state(self.hidden)  # the last step's graph goes
@@ -205,12 +230,12 @@ class Trainer(RunLoop):
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean token NLL over the validation text, scored in batched segments as `genseq eval` does, and its perplexity."""
-        tokens = self.valid_data.tokens
+        tokens, labels = self.valid_data.tokens, tuple(self.tokenizer.styles.values())
         self.model.eval()
         with self.autocast():
-            nll = score_segments(self.model, tokens, segments(tokens, self.tokenizer.eos_id))
+            nll = score_segments(self.model, tokens, segments(tokens, self.tokenizer.eos_id), unscored=labels)
         self.model.train()
-        loss = nll / (len(tokens) - 1)
+        loss = nll / scored_count(tokens, labels)
         return {"loss": loss, "ppl": math.exp(min(loss, 50))}
 
     def summary(self, metrics: dict[str, float]) -> str:
@@ -228,7 +253,8 @@ class Trainer(RunLoop):
 
     # ---- checkpoints --------------------------------------------------------------
     def checkpoint_files(self, **extra: Any) -> dict[str, bytes]:
-        return model_files(self.model, self.model.config.to_dict(), self.tokenizer, **extra)
+        started = {"init": self.init} if self.init else {}
+        return model_files(self.model, self.model.config.to_dict(), self.tokenizer, **started, **extra)
 
     def resume_state(self) -> tuple[dict, dict]:
         """The whole batch's carried state, and each process's position in a stream."""
@@ -296,6 +322,9 @@ def train_language_model(
     text_column: str = "text",
     resume: bool = False,
     streaming: bool = False,
+    init: str | None = None,
+    labels_from: str | None = None,
+    label_column: str | None = None,
 ) -> Trainer:
     """Everything `genseq train completion` does: data, tokenizer, model, then fit(); returns the finished Trainer.
 
@@ -303,39 +332,47 @@ def train_language_model(
     cache first; the other processes receive the tokenizer and read the cache.
     streaming reads the training corpus lazily (datasets' streaming mode for a
     dataset), each process its own share, with no tokenisation pass before training.
+    init (a checkpoint directory, hub id or "default") fine-tunes that model: its
+    tokenizer and weights, model_options then only its dropouts. labels_from
+    ("folders") or label_column gives each document a style label.
     """
-    from .data import iter_texts, open_source, stream_pieces, tokenize
+    from .data import open_source, stream_pieces, tokenize
     from .distributed import world as current_world
-    from .model import ModelConfig
 
     out_dir = Path(out_dir)
     train_config = train_config or TrainConfig()
     if streaming and not valid:
         raise ConfigError("--streaming needs --valid: a stream has no last 5% to hold out")
+    if streaming and (labels_from or label_column):
+        raise ConfigError("style labels (--labels-from, --label-column) cannot be used with --streaming; drop one of them")
     world = current_world(resolve_device(train_config.device))
     training_precision(train_config.precision, world.device(resolve_device(train_config.device)))  # before any work
-    main = world.is_main
+    labelled = functools.partial(open_source, text_column=text_column, labels_from=labels_from, label_column=label_column)
+    started_from = None
     if resume:
-        model, tokenizer = build_saved(read_directory_path(out_dir / "last"), LANGUAGE_MODEL)
+        last = read_directory_path(out_dir / "last")
+        model, tokenizer = build_saved(last, LANGUAGE_MODEL)
+        started_from = read_config(last).get("init")
     else:
-        if main:
+        if world.is_main:
             refuse_existing_run(out_dir)
-        source = open_source(data, text_column, streaming=streaming)
-        tokenizer = None
-        if tokenizer_path:
-            tokenizer = Tokenizer.load(tokenizer_path)
-        elif main:
-            texts = iter_texts(source)
-            tokenizer = Tokenizer.train(_head(texts, STREAM_TOKENIZER_CHARS) if streaming else texts,
-                                        vocab_size=vocab_size, model_type=tokenizer_type)
-        if not tokenizer_path and world.distributed:
-            tokenizer = Tokenizer(world.broadcast_bytes(tokenizer.to_bytes() if main else None))
-        torch.manual_seed(train_config.seed)  # the same initial weights in every process (DDP also copies rank 0's)
-        model = LanguageModel(ModelConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size}))
+        if init:
+            model, tokenizer, started_from = fine_tuning_start(init, model_options or {})
+            check_labels_known(labelled(data, streaming=streaming), tokenizer,
+                               f"--init {init} has no style for the labels {{}} of --data (a trained tokenizer cannot "
+                               "gain tokens); fine-tune without labels, or train a new model with them")
+        else:
+            tokenizer = new_tokenizer(labelled(data, streaming=streaming), world, tokenizer_path, vocab_size,
+                                      tokenizer_type, streaming)
+            torch.manual_seed(train_config.seed)  # the same initial weights in every process (DDP also copies rank 0's)
+            model = LanguageModel(ModelConfig(**{**(model_options or {}), "vocab_size": tokenizer.vocab_size}))
 
     def tokenized(spec: str, split: str) -> TokenStream:
+        source = labelled(spec, split=split)
+        if split == "validation":
+            check_labels_known(source, tokenizer, "--valid has the labels {} that the training data has not")
         with world.main_first():  # rank 0 fills the token cache, the others then read it
-            return tokenize(open_source(spec, text_column, split=split), tokenizer, progress=train_config.progress and main)
+            return tokenize(source, tokenizer, progress=train_config.progress and world.is_main)
 
     if streaming:
         rows = len(world.rows(train_config.batch_size))
@@ -350,11 +387,56 @@ def train_language_model(
             valid_stream = tokenized(valid, "validation")
         else:
             train_data, valid_stream = train_data.split_tail(0.05)
-    trainer = Trainer(model, tokenizer, train_data, valid_stream, train_config, out_dir, world)
+    trainer = Trainer(model, tokenizer, train_data, valid_stream, train_config, out_dir, world, init=started_from)
     if resume:
         trainer.resume()
     trainer.fit()
     return trainer
+
+
+def new_tokenizer(source, world: World, tokenizer_path: str | None, vocab_size: int, tokenizer_type: str,
+                  streaming: bool) -> Tokenizer:
+    """The tokenizer of a run from scratch: the one at tokenizer_path, or one trained (on rank 0, then sent to
+    the others) on the source, with a control token for each of its labels."""
+    from .data import iter_texts
+
+    if tokenizer_path:
+        tokenizer = Tokenizer.load(tokenizer_path)
+        check_labels_known(source, tokenizer, f"--tokenizer {tokenizer_path} has no style for the labels {{}} of --data; "
+                                              "train a tokenizer with them (leave out --tokenizer)")
+        return tokenizer
+    if world.is_main:
+        texts = iter_texts(source)
+        tokenizer = Tokenizer.train(_head(texts, STREAM_TOKENIZER_CHARS) if streaming else texts, vocab_size=vocab_size,
+                                    model_type=tokenizer_type, styles=source.label_names())
+    if world.distributed:
+        tokenizer = Tokenizer(world.broadcast_bytes(tokenizer.to_bytes() if world.is_main else None))
+    return tokenizer
+
+
+def fine_tuning_start(init: str, dropouts: dict) -> tuple[LanguageModel, Tokenizer, dict]:
+    """(model, tokenizer, config.json's "init") of a fine-tune from init: a checkpoint directory, a hub id, or
+    "default" (the embedded model, recorded by its genseq version and weights' hash); dropouts replace the
+    checkpoint's own."""
+    from .defaults import default_model_dir
+
+    directory = default_model_dir() if init == "default" else resolve(init)
+    model, tokenizer = load_checkpoint(directory, LANGUAGE_MODEL)
+    weights = hashlib.sha256(Path(directory, WEIGHTS_FILE).read_bytes()).hexdigest()
+    origin = {"from": init if init == "default" else str(Path(directory).resolve()), "sha256": weights,
+              "genseq": read_config(directory).get("versions", {}).get("genseq")}
+    if dropouts:
+        tuned = LanguageModel(ModelConfig(**{**model.config.to_dict(), **dropouts}))
+        tuned.load_state_dict(model.state_dict())
+        model = tuned
+    return model.train(), tokenizer, origin
+
+
+def check_labels_known(source, tokenizer: Tokenizer, problem: str) -> None:
+    """Refuse a source whose labels the tokenizer has no style for; problem words it, {} for those labels."""
+    unknown = [label for label in source.label_names() if label not in tokenizer.styles]
+    if unknown:
+        raise DataError(problem.format(", ".join(unknown)))
 
 
 STREAM_TOKENIZER_CHARS = 200_000_000  # a streamed corpus trains its tokenizer on its first 200 MB of text

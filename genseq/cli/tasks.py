@@ -2,7 +2,8 @@
 
 A task that cannot be used gets a short status in the table (error,
 incompatible, disabled) and its reason on a line of its own below, so that a
-long error never widens the table.
+long error never widens the table. With --json each task with a `style` option
+also lists the style labels of its default model (what --style takes).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def run(args) -> int:
         warnings.simplefilter("always")
         infos = discover()
     if args.json:
-        print(json.dumps({"tasks": [info.to_dict() for info in infos], "warnings": [str(w.message) for w in caught]},
-                         indent=2))
+        tasks = [{**info.to_dict(), "labels": default_model_labels(info)} for info in infos]
+        print(json.dumps({"tasks": tasks, "warnings": [str(w.message) for w in caught]}, indent=2))
         return 0
     if not infos:
         print("no tasks are registered")
@@ -49,3 +50,21 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+def default_model_labels(info) -> list[str]:
+    """The style labels in the config.json of the default model of a task with a style option; [] when it has
+    none or they cannot be read (a task without a style option is not asked: finding its model may import torch)."""
+    from pathlib import Path
+
+    from ..errors import GenseqError
+
+    task_class = info.task_class
+    if task_class is None or not any(option.name == "style" for option in task_class.options):
+        return []
+    try:
+        config = json.loads(Path(task_class.default_model_dir(), "config.json").read_text(encoding="utf-8"))
+    except (GenseqError, TypeError, OSError, ValueError):  # no default model, or a damaged config: no labels to show
+        return []
+    labels = config.get("labels") if isinstance(config, dict) else None
+    return [label for label in labels if isinstance(label, str)] if isinstance(labels, list) else []

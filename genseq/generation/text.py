@@ -1,7 +1,9 @@
 """The text side of generation: prompts to ids, ids to completions, stop strings and streaming.
 
 A prompt is fed as [EOS] + tokenizer.encode(prompt), as every document follows
-an EOS in training (an empty prompt is just [EOS]). A completion's text is what
+an EOS in training (an empty prompt is just [EOS]); with a style, the style's
+control token comes between them, as it starts each document of its label in
+training, and adds no text. A completion's text is what
 its tokens add after the prompt's text, so the first word keeps its leading
 space. Stop strings are matched on that decoded text, also across token
 boundaries, and are left out of it. A stream yields text deltas whose
@@ -41,17 +43,20 @@ class Completion:
 
 
 # ---- one call, whole completions ---------------------------------------------------
-def generate(model: DecodableModel, tokenizer, prompts: str | list[str], config: GenerationConfig | None = None, **options):
+def generate(model: DecodableModel, tokenizer, prompts: str | list[str], config: GenerationConfig | None = None,
+             style: str | None = None, **options):
     """Continue a prompt (-> list of Completion) or a list of prompts (-> one such list per prompt).
 
-    options override fields of config, e.g. generate(model, tokenizer, "Once", temperature=0.8, seed=1).
+    style names one of the tokenizer's style labels (None or "": none). options override fields of config,
+    e.g. generate(model, tokenizer, "Once", temperature=0.8, seed=1).
     """
     config = _config(config, options)
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
     if not texts:
         return []
-    prompt_ids = [tokenizer.encode(text) for text in texts]
+    prefix, config = _style_prefix(tokenizer, style), _keeping_style(config, tokenizer, style)
+    prompt_ids = [prefix + tokenizer.encode(text) for text in texts]
     hook = StopStrings(tokenizer, config.stop, _rows(prompt_ids, config)) if config.stop else None
     results = generate_ids(model, prompt_ids, config, tokenizer.eos_id, stop_hook=hook)
     completions = [
@@ -74,9 +79,10 @@ def completion(tokenizer, prompt_ids: list[int], sequence: GeneratedSequence, st
 
 
 # ---- streaming -----------------------------------------------------------------------
-def stream(model: DecodableModel, tokenizer, prompt: str, config: GenerationConfig | None = None, **options) -> "TextStream":
-    """Iterate over the text of one sampled (or greedy) continuation as it is generated."""
-    return TextStream(model, tokenizer, prompt, _config(config, options))
+def stream(model: DecodableModel, tokenizer, prompt: str, config: GenerationConfig | None = None,
+           style: str | None = None, **options) -> "TextStream":
+    """Iterate over the text of one sampled (or greedy) continuation as it is generated (style: as for generate)."""
+    return TextStream(model, tokenizer, prompt, _keeping_style(_config(config, options), tokenizer, style), style)
 
 
 class TextStream:
@@ -85,13 +91,13 @@ class TextStream:
     for delta in stream(model, tokenizer, "Once upon a"): print(delta, end="", flush=True)
     """
 
-    def __init__(self, model, tokenizer, prompt: str, config: GenerationConfig):
+    def __init__(self, model, tokenizer, prompt: str, config: GenerationConfig, style: str | None = None):
         if config.num_beams > 1 or config.num_return_sequences > 1:
             raise ConfigError(
                 "streaming follows one sequence; it cannot be combined with num_beams > 1 or num_return_sequences > 1"
             )
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.prompt_ids = tokenizer.encode(prompt)
+        self.prompt_ids = _style_prefix(tokenizer, style) + tokenizer.encode(prompt)
         self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -190,6 +196,21 @@ class _RowText:
 def _config(config: GenerationConfig | None, options: dict) -> GenerationConfig:
     config = config or GenerationConfig()
     return config.updated(**options) if options else config
+
+
+def _style_prefix(tokenizer, style: str | None) -> list[int]:
+    """The ids a prompt in style starts with; a tokenizer is asked only when there is a style (a plugin's own
+    tokenizer may know none)."""
+    return tokenizer.style_prefix(style) if style else []
+
+
+def _keeping_style(config: GenerationConfig, tokenizer, style: str | None) -> GenerationConfig:
+    """config with the other styles' tokens banned, so that a continuation in style cannot switch to another
+    (a labelled model repeats its label as it writes, see genseq.data)."""
+    if not style:
+        return config
+    others = tuple(token for name, token in tokenizer.styles.items() if name != style)
+    return config.updated(banned_token_ids=(*config.banned_token_ids, *others)) if others else config
 
 
 def _rows(prompt_ids: list[list[int]], config: GenerationConfig) -> list[list[int]]:

@@ -1,5 +1,6 @@
 """`genseq train completion` and `genseq eval completion`: train the completion task's language model (checkpoint
-kind "lm") into a run directory or resume one, and measure a checkpoint's perplexity and bits per byte.
+kind "lm") into a run directory, fine-tune one (--init) or resume one, and measure a checkpoint's perplexity and
+bits per byte.
 
 The trainer is the library's (genseq.train.train_language_model); this module
 turns flags into its arguments and checks them before any data is read.
@@ -12,10 +13,13 @@ import functools
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
                  "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
+DROPOUTS = ("embedding_dropout", "layer_dropout", "output_dropout")  # the model options a fine-tune may change
+TOKENIZER_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer")
 
 
 def add_train_arguments(parser) -> None:
     from genseq.commands import add_tokenizer_flags, fraction, non_negative_int, path, positive_int
+    from genseq.data import LABEL_SOURCES
 
     parser.description = ("Train the completion task's language model (an LSTM, GRU or RNN and its tokenizer) into a "
                           "run directory, or continue a run exactly where it stopped.")
@@ -23,7 +27,14 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--valid", type=path, help="validation data, same forms as --data (default: the last 5%% of --data)")
     parser.add_argument("--out", type=path, help="run directory to create")
     parser.add_argument("--resume", type=path, metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    parser.add_argument("--init", type=path, metavar="DIR",
+                        help="fine-tune this checkpoint (a directory, hub id, or 'default' for the embedded model): its "
+                             "tokenizer, architecture and weights, with fine-tuning defaults (printed)")
     parser.add_argument("--text-column", default="text", help="column of a dataset holding the text (default: text)")
+    parser.add_argument("--labels-from", choices=LABEL_SOURCES,
+                        help="style labels from folders: each file's label is its first folder below --data's fixed part "
+                             "(DIR/LABEL/*.txt; 'text/*/train' labels text/austen/train/* austen)")
+    parser.add_argument("--label-column", help="style labels from this column of a dataset")
     parser.add_argument("--streaming", action="store_true",
                         help="read --data lazily as training goes, with no tokenisation pass first (needs --valid and "
                              "--max-steps or --max-time)")
@@ -41,6 +52,9 @@ def add_train_arguments(parser) -> None:
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None)
 
     add_tokenizer_flags(parser.add_argument_group("tokenizer"))
+    # None until run_train has seen whether they were given, which a fine-tune must tell apart from their defaults
+    tokenizer_defaults = {name: parser.get_default(name) for name in ("vocab_size", "tokenizer_type")}
+    parser.set_defaults(tokenizer_defaults=tokenizer_defaults, **dict.fromkeys(tokenizer_defaults))
     add_training_flags(parser.add_argument_group("training (left out when resuming: the run's own values)"))
 
 
@@ -65,12 +79,19 @@ def run_train(args) -> int:
     from genseq.distributed import shutdown
 
     if args.dropout is not None:
-        for name in ("embedding_dropout", "layer_dropout", "output_dropout"):
+        for name in DROPOUTS:
             if getattr(args, name) is None:
                 setattr(args, name, args.dropout)
     model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
-    out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or args.tokenizer))
+    tokenizer_options = [name for name in TOKENIZER_OPTIONS if getattr(args, name) is not None]
+    if args.init:
+        check_fine_tuning(args, model_options, tokenizer_options)
+    for name, default in args.tokenizer_defaults.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
+    out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or tokenizer_options))
     saved = saved_training_config(out_dir) if args.resume else None
+    if args.init:
+        fine_tuning_defaults(args)
     config = build_config(train.TrainConfig, args, saved, frozen=("batch_size", "bptt", "seed"),
                           progress=not args.no_progress, **short_run_warmup(args, saved))
     if not args.resume:
@@ -79,14 +100,50 @@ def run_train(args) -> int:
         trainer = train.train_language_model(
             args.data, out_dir, valid=args.valid, model_options=model_options, train_config=config,
             vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
-            text_column=args.text_column, resume=bool(args.resume), streaming=args.streaming,
+            text_column=args.text_column, resume=bool(args.resume), streaming=args.streaming, init=args.init,
+            labels_from=args.labels_from, label_column=args.label_column,
         )
     finally:
         shutdown()
     progress = trainer.progress
     return training_outcome("completion", args, out_dir, progress.finished, progress.step,
                             lambda: f"best validation loss {progress.best['loss']:.4f}",
-                            data_flags={"text_column": "text", "streaming": False}, is_main=trainer.world.is_main)
+                            data_flags={"text_column": "text", "streaming": False, "labels_from": None,
+                                        "label_column": None},
+                            is_main=trainer.world.is_main)
+
+
+def check_fine_tuning(args, model_options: dict, tokenizer_options: list[str]) -> None:
+    """Refuse what a fine-tune cannot do: resume (a run continues from its own checkpoint), or change the
+    architecture or tokenizer of the checkpoint it starts from."""
+    from genseq.errors import ConfigError
+
+    if args.resume:
+        raise ConfigError("--init starts a new fine-tune and --resume continues a run from its own checkpoint; drop --init")
+    fixed = [name for name in model_options if name not in DROPOUTS] + tokenizer_options
+    if fixed:
+        flags = ", ".join("--" + ("layers" if name == "num_layers" else name.replace("_", "-")) for name in fixed)
+        raise ConfigError(f"{flags} would change the architecture or tokenizer of --init {args.init}, which a fine-tune "
+                          "keeps; drop them, or train a new model without --init")
+
+
+def fine_tuning_defaults(args) -> None:
+    """Give a new fine-tune's flags left out train.FINE_TUNING's values (the budget only when neither
+    --max-steps nor --max-time is given), and say on stderr which ones it took."""
+    import sys
+
+    from genseq.train import FINE_TUNING
+
+    defaults = dict(FINE_TUNING)
+    if args.max_steps is not None:
+        del defaults["max_time"]
+        defaults["warmup_steps"] = min(defaults["warmup_steps"], args.max_steps // 10)
+    taken = {name: value for name, value in defaults.items() if getattr(args, name) is None}
+    for name, value in taken.items():
+        setattr(args, name, value)
+    if taken:
+        shown = ", ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in taken.items())
+        print(f"fine-tuning {args.init} with {shown} (give a flag to change one)", file=sys.stderr)
 
 
 def short_run_warmup(args, saved: dict | None) -> dict:
@@ -100,15 +157,30 @@ def short_run_warmup(args, saved: dict | None) -> dict:
 
 
 def check_new_model(args, model_options: dict, config) -> None:
-    """Build the model's config and check that its training fits in memory, before any data is read."""
+    """Build the model's config (a fine-tune's: its checkpoint's, with any dropouts given) and check that its
+    training fits in memory, before any data is read."""
     from genseq.memory import check_language_model_training
     from genseq.model import ModelConfig
     from genseq.tokenizer import Tokenizer
     from genseq.train import resolve_device
 
-    vocab_size = Tokenizer.load(args.tokenizer).vocab_size if args.tokenizer else args.vocab_size
-    model_config = ModelConfig(**{**model_options, "vocab_size": vocab_size})
+    if args.init:
+        model_config = ModelConfig(**{**init_model_config(args.init), **model_options})
+    else:
+        vocab_size = Tokenizer.load(args.tokenizer).vocab_size if args.tokenizer else args.vocab_size
+        model_config = ModelConfig(**{**model_options, "vocab_size": vocab_size})
     check_language_model_training(model_config, config.batch_size, config.bptt, resolve_device(config.device))
+
+
+def init_model_config(init: str) -> dict:
+    """The model_config of the checkpoint --init names, checked as a load checks it."""
+    from genseq import default_model_dir
+    from genseq.checkpoint import CONFIG_FILE, WEIGHTS_FILE, model_config_from, read_config, read_header, resolve
+    from genseq.model import ModelConfig
+
+    directory = default_model_dir() if init == "default" else resolve(init)
+    values = read_config(directory).get("model_config")
+    return model_config_from(ModelConfig, values, directory / CONFIG_FILE, read_header(directory / WEIGHTS_FILE)).to_dict()
 
 
 def add_eval_arguments(parser) -> None:
@@ -119,6 +191,8 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--data", required=True, type=path, help="text file, folder, glob or dataset")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
+    parser.add_argument("--style", help="score the text as written in this style: each document starts with the "
+                                        "label's control token (the model's labels: genseq tasks --json)")
     parser.add_argument("--exact", action="store_true",
                         help="score the text as one stream with the state carried throughout (slower; the default "
                              "scores documents and pieces of them side by side, within 0.5%% of it in NLL)")
@@ -135,5 +209,7 @@ def run_eval(args) -> dict:
 
     model, tokenizer = from_pretrained(args.model or default_model_dir(), device=resolve_device(args.device))
     progress = not getattr(args, "json", False)
-    stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=progress)
-    return evaluate(model, stream, progress=progress, exact=args.exact, eos_id=tokenizer.eos_id)
+    stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=progress,
+                      style=args.style)
+    return evaluate(model, stream, progress=progress, exact=args.exact, eos_id=tokenizer.eos_id,
+                    unscored=tuple(tokenizer.styles.values()))

@@ -145,22 +145,23 @@ class _Search:
 
 
 @torch.no_grad()
-def next_words(model, tokenizer, prompt: str, k: int = 5) -> list[dict]:
-    """The k most likely next words after prompt.
+def next_words(model, tokenizer, prompt: str, k: int = 5, style: str | None = None) -> list[dict]:
+    """The k most likely next words after prompt (written in style, one of the tokenizer's labels, if given).
 
     A prompt that ends mid-word ("To be or not t") gets completions of that
     word. When the likeliest completion is the typed word itself ("To be or not
     to"), the word is taken as finished and the words after it are suggested.
     """
     model.eval()
+    prefix = tokenizer.style_prefix(style)
     context, partial = split_prompt(prompt)
-    suggestions = _search(model, tokenizer, context, partial, k)
+    suggestions = _search(model, tokenizer, prefix, context, partial, k)
     if partial and suggestions and suggestions[0]["word"] == partial:
-        suggestions = _search(model, tokenizer, prompt.rstrip(" \t"), "", k)
+        suggestions = _search(model, tokenizer, prefix, prompt.rstrip(" \t"), "", k)
     return suggestions
 
 
-def _search(model, tokenizer, context: str, partial: str, k: int) -> list[dict]:
+def _search(model, tokenizer, prefix: list[int], context: str, partial: str, k: int) -> list[dict]:
     # The engine's prefill reads a context of any length a window at a time, and only its last position's logits.
-    logits, state = encode_prompts(model, [tokenizer.encode(context)], tokenizer.eos_id)  # (1, V)
+    logits, state = encode_prompts(model, [prefix + tokenizer.encode(context)], tokenizer.eos_id)  # (1, V)
     return suggest_words(model.stepper(), state, logits[0], Vocabulary.from_tokenizer(tokenizer), partial, k)

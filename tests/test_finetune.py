@@ -1,0 +1,122 @@
+"""Fine-tuning (`genseq train completion --init`): the checkpoint's tokenizer and architecture are kept, the run
+records where it started, fine-tuning defaults apply, and an interrupted fine-tune resumes exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from genseq import from_pretrained
+from genseq.cli import main
+from genseq.runs import RunLoop
+from genseq.train import FINE_TUNING
+
+
+def fine_tune(init, train_file, valid_file, out, *flags):
+    return main(["train", "completion", "--init", str(init), "--data", str(train_file), "--valid", str(valid_file),
+                 "--out", str(out), "--batch-size", "4", "--bptt", "8", "--no-progress", *flags])
+
+
+@pytest.mark.parametrize("flags", [["--hidden-size", "8"], ["--layers", "1"], ["--vocab-size", "500"],
+                                   ["--tokenizer-type", "bpe"], ["--cell", "gru", "--tie-weights"]])
+def test_a_fine_tune_refuses_options_that_change_the_architecture_or_tokenizer(trained_run, train_file, valid_file,
+                                                                                tmp_path, capsys, flags):
+    code = fine_tune(trained_run, train_file, valid_file, tmp_path / "tuned", "--max-steps", "2", *flags)
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "Traceback" not in error
+    assert f"{flags[0]}" in error and "would change the architecture or tokenizer of --init" in error
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_a_fine_tune_keeps_the_tokenizer_and_model_and_records_its_origin(trained_run, train_file, valid_file,
+                                                                           tmp_path, capsys):
+    out = tmp_path / "tuned"
+    assert fine_tune(trained_run, train_file, valid_file, out, "--max-steps", "6", "--dropout", "0.3") == 0
+    error = capsys.readouterr().err
+    assert f"fine-tuning {trained_run} with --lr 0.0005, --warmup-steps 0, --eval-every 100, --patience 3" in error
+    config = json.loads((out / "config.json").read_text())
+    original = json.loads((trained_run / "config.json").read_text())
+    assert config["init"] == {"from": str(trained_run.resolve()), "genseq": original["versions"]["genseq"],
+                              "sha256": hashlib.sha256((trained_run / "model.safetensors").read_bytes()).hexdigest()}
+    assert config["model_config"] == {**original["model_config"], "embedding_dropout": 0.3, "layer_dropout": 0.3,
+                                      "output_dropout": 0.3}
+    assert (out / "tokenizer.model").read_bytes() == (trained_run / "tokenizer.model").read_bytes()
+    assert config["training_config"]["lr"] == FINE_TUNING["lr"] and config["training_config"]["max_time"] is None
+    tuned, _ = from_pretrained(out / "last")
+    start, _ = from_pretrained(trained_run)
+    assert any(not a.equal(b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))
+
+
+def test_a_fine_tunes_best_model_is_the_checkpoint_it_starts_from_until_a_step_beats_it(trained_run, train_file,
+                                                                                         valid_file, tmp_path):
+    out = tmp_path / "tuned"
+    assert fine_tune(trained_run, train_file, valid_file, out, "--max-steps", "2", "--lr", "0.5") == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0], [record for record in records if record["split"] == "valid"][-1]
+    assert (first["step"], first["split"], first["best"]) == (0, "valid", True)
+    assert last["step"] == 2 and not last["best"]  # a learning rate of 0.5 spoils the model
+    assert (out / "model.safetensors").read_bytes() == (trained_run / "model.safetensors").read_bytes()
+
+
+def test_a_fine_tune_from_the_embedded_default_records_default_and_its_hash(train_file, valid_file, tmp_path, capsys):
+    from genseq import default_model_dir
+
+    out = tmp_path / "tuned"
+    assert fine_tune("default", train_file, valid_file, out, "--max-steps", "2") == 0
+    assert "fine-tuning default with" in capsys.readouterr().err
+    origin = json.loads((out / "config.json").read_text())["init"]
+    assert origin["from"] == "default"
+    assert origin["sha256"] == hashlib.sha256((default_model_dir() / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_fine_tune_without_a_step_limit_gets_the_time_budget(trained_run, train_file, valid_file, tmp_path,
+                                                             monkeypatch, capsys):
+    monkeypatch.setitem(FINE_TUNING, "max_time", 0.5)  # seconds, so that the test is short
+    assert fine_tune(trained_run, train_file, valid_file, tmp_path / "tuned") == 0
+    assert "--max-time 0.5" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["training_config"]["max_time"] == 0.5
+
+
+def test_an_interrupted_and_resumed_fine_tune_ends_with_the_weights_of_an_uninterrupted_one(
+        trained_run, train_file, valid_file, tmp_path, monkeypatch, capsys):
+    flags = ["--max-steps", "14", "--eval-every", "5", "--lr", "3e-3"]
+    assert fine_tune(trained_run, train_file, valid_file, tmp_path / "straight", *flags) == 0
+
+    original_step = RunLoop.train_step
+
+    def step_then_stop(self, batch):
+        loss = original_step(self, batch)
+        if self.progress.step == 7:  # between validations
+            self.request_stop()
+        return loss
+
+    monkeypatch.setattr(RunLoop, "train_step", step_then_stop)
+    assert fine_tune(trained_run, train_file, valid_file, tmp_path / "resumed", *flags) == 130
+    monkeypatch.setattr(RunLoop, "train_step", original_step)
+    assert f"--resume {tmp_path / 'resumed'}" in capsys.readouterr().err
+    assert main(["train", "completion", "--data", str(train_file), "--valid", str(valid_file),
+                 "--resume", str(tmp_path / "resumed"), "--no-progress"]) == 0
+    for name in ("model.safetensors", "last/model.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+    assert json.loads((tmp_path / "resumed" / "config.json").read_text())["init"]["from"] == str(trained_run.resolve())
+
+
+def test_init_and_resume_together_are_refused(trained_run, train_file, valid_file, tmp_path, capsys):
+    code = main(["train", "completion", "--init", str(trained_run), "--data", str(train_file),
+                 "--resume", str(trained_run)])
+    assert code == 2
+    assert "--init starts a new fine-tune and --resume continues a run from its own checkpoint" in capsys.readouterr().err
+
+
+def test_a_fine_tune_refuses_labels_its_checkpoint_has_no_style_for(trained_run, train_file, valid_file, tmp_path,
+                                                                     capsys):
+    labelled = tmp_path / "data" / "gothic"
+    labelled.mkdir(parents=True)
+    (labelled / "a.txt").write_text(train_file.read_text())
+    code = main(["train", "completion", "--init", str(trained_run), "--data", str(tmp_path / "data"),
+                 "--labels-from", "folders", "--valid", str(valid_file), "--out", str(tmp_path / "tuned"), "--no-progress"])
+    error = capsys.readouterr().err.splitlines()[-1]  # after the line naming the fine-tuning defaults
+    assert code == 2 and error.startswith("genseq: error: ")
+    assert "has no style for the labels gothic of --data (a trained tokenizer cannot gain tokens)" in error

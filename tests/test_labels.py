@@ -1,0 +1,181 @@
+"""Style labels: from folders or a dataset column to control tokens, through training and the checkpoint, to
+`genseq generate --style`, suggestions, evaluation and `genseq tasks --json`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genseq import ConfigError, DataError, Tokenizer, from_pretrained
+from genseq.cli import main
+from genseq.data import LABEL_EVERY, ContiguousBatches, iter_texts, open_source, tokenize
+from genseq.evaluate import evaluate
+from genseq.generation import GenerationConfig, generate, generate_ids, stream
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory, train_file):
+    """text/{plain,shout}/{train,valid}/*.txt: the sonnets as written and in capitals, two files per split each."""
+    root = tmp_path_factory.mktemp("corpora") / "text"
+    lines = train_file.read_text().splitlines()
+    quarter = len(lines) // 4
+    for label, change in (("plain", str), ("shout", str.upper)):
+        for split, parts in (("train", (lines[:quarter], lines[quarter : 2 * quarter])), ("valid", (lines[-80:-40], lines[-40:]))):
+            folder = root / label / split
+            folder.mkdir(parents=True)
+            for index, part in enumerate(parts):
+                (folder / f"{index}.txt").write_text("\n".join(map(change, part)) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def labelled_tokenizer(corpora) -> Tokenizer:
+    return Tokenizer.train(iter_texts(open_source(str(corpora))), vocab_size=400, styles=["plain", "shout"])
+
+
+@pytest.fixture(scope="session")
+def labelled_run(tmp_path_factory, corpora):
+    """A tiny run of `genseq train completion --labels-from folders` on the two corpora."""
+    out = tmp_path_factory.mktemp("labelled") / "run"
+    code = main(["train", "completion", "--data", f"{corpora}/*/train", "--valid", f"{corpora}/*/valid",
+                 "--labels-from", "folders", "--out", str(out), "--vocab-size", "400", "--embedding-size", "16",
+                 "--hidden-size", "24", "--batch-size", "4", "--bptt", "16", "--max-steps", "20", "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_a_files_label_is_its_first_folder_below_the_fixed_part_of_data(corpora):
+    by_glob = open_source(f"{corpora}/*/train", labels_from="folders")
+    by_folder = open_source(str(corpora), labels_from="folders")
+    assert by_glob.labels == ["plain", "plain", "shout", "shout"]
+    assert by_glob.label_names() == by_folder.label_names() == ["plain", "shout"]
+    assert len(by_folder.labels) == len(by_folder.paths) == 8
+
+
+def test_a_file_outside_any_label_folder_is_refused_in_one_sentence(corpora):
+    with pytest.raises(DataError, match="not inside a label folder: .* first folder below"):
+        open_source(str(corpora / "plain" / "train" / "0.txt"), labels_from="folders")
+
+
+def test_label_flags_that_do_not_fit_the_source_are_refused(corpora, tmp_path):
+    with pytest.raises(ConfigError, match="no columns: use --labels-from folders"):
+        open_source(str(corpora), label_column="style")
+    (tmp_path / "rows.csv").write_text("text,style\nhello there,a\n")
+    with pytest.raises(ConfigError, match="dataset, whose labels come from a column"):
+        open_source(str(tmp_path / "rows.csv"), labels_from="folders")
+
+
+def test_a_style_is_one_control_id_that_text_never_produces_and_decoding_leaves_out(labelled_tokenizer):
+    tokenizer = labelled_tokenizer
+    plain = tokenizer.styles["plain"]
+    assert set(tokenizer.styles) == {"plain", "shout"}
+    assert plain not in tokenizer.encode("<style:plain> and <style:shout>")
+    words = tokenizer.encode("The world is")
+    assert tokenizer.decode([plain, *words]) == tokenizer.decode(words[:1] + [plain] + words[1:]) == "The world is"
+    assert "".join(tokenizer.token_texts([plain, *words])) == "The world is"
+
+
+def test_the_label_token_starts_every_document_of_its_label_and_recurs_in_training_batches(labelled_tokenizer, corpora):
+    tokenizer = labelled_tokenizer
+    source = open_source(f"{corpora}/*/train", labels_from="folders")
+    tokens = np.asarray(tokenize(source, tokenizer).tokens)
+    starts = np.flatnonzero(tokens[:-1] == tokenizer.eos_id) + 1
+    assert [int(tokens[start]) for start in starts] == [tokenizer.styles[label] for label in source.labels]
+    labels = np.isin(tokens, list(tokenizer.styles.values()))
+    gaps = np.diff(np.flatnonzero(labels))
+    assert labels.sum() > len(source.paths) and gaps.max() <= LABEL_EVERY + 40  # repeats at word starts, 256 apart
+    batch, _ = ContiguousBatches(tokenize(source, tokenizer), 4, 16).get_batch(0)
+    assert int(batch[0, 1]) == tokenizer.styles["plain"]  # row 0: [EOS] <style:plain> ...
+    assert tokenizer.decode(tokens[1:200]) == tokenizer.decode(tokenize(open_source(f"{corpora}/*/train"), tokenizer).tokens[1:199])
+
+
+def test_labels_round_trip_through_the_checkpoint(labelled_run):
+    config = json.loads((labelled_run / "config.json").read_text())
+    assert config["labels"] == ["plain", "shout"]
+    _, tokenizer = from_pretrained(labelled_run)
+    assert list(tokenizer.styles) == ["plain", "shout"]
+    assert json.loads((labelled_run / "last" / "config.json").read_text())["labels"] == ["plain", "shout"]
+
+
+def test_a_style_starts_the_prompt_with_its_token_and_bans_the_others(labelled_run):
+    model, tokenizer = from_pretrained(labelled_run)
+    config = GenerationConfig(max_new_tokens=12, temperature=0)
+    prompt = tokenizer.encode("Thy")
+    styled = generate(model, tokenizer, "Thy", config, style="shout")[0]
+    expected = generate_ids(model, [[tokenizer.styles["shout"], *prompt]], config.updated(
+        banned_token_ids=(tokenizer.styles["plain"],)), tokenizer.eos_id)[0][0]
+    assert styled.tokens == expected.tokens
+    assert "<style" not in styled.text
+    streamed = stream(model, tokenizer, "Thy", config, style="shout")
+    assert "".join(streamed) == styled.text and streamed.completion.tokens == styled.tokens
+
+
+def test_style_of_the_completion_task_and_its_errors(labelled_run, untrained_checkpoint, capsys):
+    from genseq_completion.task import CompletionTask
+
+    task = CompletionTask(model=str(labelled_run))
+    assert task.run({"prompt": "Thy"}, style="plain", max_new_tokens=4, seed=1)["text"] is not None
+    assert len(task.run({"prompt": "Thy b"}, style="shout", suggest=3)["suggestions"]) == 3
+    with pytest.raises(ConfigError, match="has no style 'gothic'; its styles are plain, shout"):
+        task.run({"prompt": "Thy"}, style="gothic")
+    with pytest.raises(ConfigError, match="has no style 'gothic'; its styles are plain, shout"):
+        task.run({"prompt": "Thy"}, style="gothic", suggest=3)
+    code = main(["generate", "--model", untrained_checkpoint, "--prompt", "Thy", "--style", "plain"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert "style 'plain' cannot be used: this model was trained without style labels" in error
+
+
+def test_evaluation_reads_a_style_but_never_scores_its_token(labelled_run, corpora, capsys):
+    model, tokenizer = from_pretrained(labelled_run)
+    valid = open_source(f"{corpora}/shout/valid")
+    own, none = tokenize(valid, tokenizer, style="shout"), tokenize(valid, tokenizer)
+    scored = evaluate(model, own, eos_id=tokenizer.eos_id, unscored=tuple(tokenizer.styles.values()))
+    assert scored["tokens"] == len(none.tokens) - 1  # the label's tokens are read, not counted
+    exact = evaluate(model, own, exact=True, unscored=tuple(tokenizer.styles.values()))
+    assert exact["nll"] == pytest.approx(scored["nll"], rel=0.01)
+    assert main(["eval", "completion", "--model", str(labelled_run), "--data", f"{corpora}/shout/valid",
+                 "--style", "shout", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == scored["tokens"]
+    assert main(["eval", "completion", "--model", str(labelled_run), "--data", f"{corpora}/shout/valid",
+                 "--style", "gothic"]) == 2
+    assert "its styles are plain, shout" in capsys.readouterr().err
+
+
+def test_tasks_json_lists_the_default_models_labels(labelled_run, monkeypatch, capsys):
+    from genseq_completion.task import CompletionTask
+
+    monkeypatch.setattr(CompletionTask, "default_model_dir", classmethod(lambda cls: str(labelled_run)))
+    assert main(["tasks", "--json"]) == 0
+    tasks = {task["name"]: task for task in json.loads(capsys.readouterr().out)["tasks"]}
+    assert tasks["completion"]["labels"] == ["plain", "shout"]
+    assert all(task["labels"] == [] for name, task in tasks.items() if name != "completion")
+
+
+def test_a_dataset_column_labels_its_rows(tmp_path, labelled_tokenizer):
+    (tmp_path / "rows.csv").write_text("text,style\nThe world is,plain\nTHE WORLD IS,shout\nno label here,\n")
+    source = open_source(str(tmp_path / "rows.csv"), label_column="style")
+    assert source.label_names() == ["plain", "shout"]
+    tokens = tokenize(source, labelled_tokenizer).tokens
+    starts = np.flatnonzero(np.asarray(tokens[:-1]) == labelled_tokenizer.eos_id) + 1
+    styles = labelled_tokenizer.styles
+    assert [int(tokens[start]) for start in starts] == [styles["plain"], styles["shout"], int(tokens[starts[2]])]
+    assert int(tokens[starts[2]]) not in styles.values()
+    with pytest.raises(DataError, match="no column 'kind'; its columns are text, style"):
+        open_source(str(tmp_path / "rows.csv"), label_column="kind")
+
+
+def test_a_label_that_cannot_name_a_style_is_refused(tmp_path):
+    (tmp_path / "rows.csv").write_text("text,style\nhello,two words\n")
+    with pytest.raises(DataError, match="'two words' cannot be a style label"):
+        open_source(str(tmp_path / "rows.csv"), label_column="style").label_names()
+
+
+def test_labels_of_validation_data_must_be_among_the_training_labels(corpora, tmp_path, capsys):
+    code = main(["train", "completion", "--data", f"{corpora}/plain*/train", "--valid", f"{corpora}/*/valid",
+                 "--labels-from", "folders", "--out", str(tmp_path / "run"), "--vocab-size", "400",
+                 "--hidden-size", "8", "--embedding-size", "8", "--max-steps", "2", "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2 and "--valid has the labels shout that the training data has not" in error
