@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .figures import png_bytes, pyplot
+from .figures import BADGE_MARGIN, png_bytes, readable
 from .model import LanguageModel
 from .tokenizer import Tokenizer
 
@@ -34,8 +34,18 @@ from .tokenizer import Tokenizer
 # an LSTM's state at a token depends only on the tokens before it).
 MAX_TOKENS = 300
 QUANTITIES = ("input_gate", "forget_gate", "output_gate", "candidate", "cell", "hidden")
-TITLES = {"input_gate": "input gate i", "forget_gate": "forget gate f", "output_gate": "output gate o",
-          "candidate": "cell candidate g", "cell": "cell state c", "hidden": "hidden state h"}
+TITLES = {"input_gate": "input i", "forget_gate": "forget f", "output_gate": "output o", "candidate": "candidate g",
+          "cell": "cell c", "hidden": "hidden h"}
+# The picture: WIDTH_INCHES at 100 dpi, so that shown in a column about 650 px wide its 11 pt labels stay 11 px
+# tall; a token row of ROW_INCHES (its label reads), the maps at least MIN_MAP_INCHES tall (the
+# colours of a few tokens stay easy to tell) and at most MAX_MAP_INCHES, so past MAX_LABELS tokens only every
+# k-th is named.
+WIDTH_INCHES = 9.0
+ROW_INCHES = 0.24
+MIN_MAP_INCHES = 2.5
+MAX_MAP_INCHES = 14.0
+MAX_LABELS = 58
+TRACE_INCHES = 3.0
 
 
 @dataclass
@@ -114,34 +124,56 @@ def instrumented_lstm_layer(lstm: torch.nn.LSTM, layer: int, inputs: Tensor, sta
     return {name: torch.stack(values) for name, values in record.items()}
 
 
-def heatmap_png(inspection: Inspection, layer: int, units: int = 48, traces: int = 6) -> bytes:
-    """A PNG: one tokens x units heat map per quantity (the most moving units), and their cell-state traces."""
-    plt = pyplot()
-
+def heatmap_png(inspection: Inspection, layer: int, units: int = 16, traces: int = 4) -> bytes:
+    """A PNG: one tokens x units heat map per quantity, side by side on one token axis (the units whose cell state
+    moves most, most first), and below, the cell-state traces of the top few. Titles are left to the text around it."""
     if not 0 <= layer < len(inspection.layers):
         raise ConfigError(f"layer must be between 0 and {len(inspection.layers) - 1}, not {layer}")
-    values, tokens = inspection.layers[layer], inspection.tokens
-    chosen = inspection.moving_units(layer, units)
-    labels = [repr(t)[1:-1] for t in tokens]
-    height = max(3.0, 0.22 * len(tokens) + 1.2)
-    figure = plt.figure(figsize=(18, 2 * height + 3.2))
-    grid = figure.add_gridspec(3, 3, height_ratios=[height, height, 3.2])
-    for index, name in enumerate(QUANTITIES):
-        axis = figure.add_subplot(grid[index // 3, index % 3])
-        signed = name in ("candidate", "cell", "hidden")
-        data = values[name][:, chosen].numpy()
-        limit = max(float(abs(data).max()), 1e-6) if signed else 1.0
-        image = axis.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r" if signed else "viridis",
-                            vmin=-limit if signed else 0.0, vmax=limit)
-        axis.set_title(f"{TITLES[name]} (layer {layer})", fontsize=10)
-        axis.set_yticks(range(len(tokens)), labels, fontsize=7)
-        axis.set_xlabel(f"the {len(chosen)} units whose cell moves most", fontsize=8)
-        axis.set_xticks(range(len(chosen)), [str(u) for u in chosen], fontsize=5, rotation=90)
-        figure.colorbar(image, ax=axis, fraction=0.04)
-    trace = figure.add_subplot(grid[2, :])
-    for unit in chosen[:traces]:
-        trace.plot(values["cell"][:, unit].numpy(), marker=".", label=f"unit {unit}")
-    trace.set_xticks(range(len(tokens)), labels, fontsize=7, rotation=60)
-    trace.set(ylabel="cell state c", title="cell-state traces of the units that move most")
-    trace.legend(fontsize=7, ncol=traces)
-    return png_bytes(figure, dpi=80)
+    values, chosen = inspection.layers[layer], inspection.moving_units(layer, units)
+    positions, labels = token_ticks(inspection.tokens)
+    rows = min(max(ROW_INCHES * len(inspection.tokens), MIN_MAP_INCHES), MAX_MAP_INCHES)
+    with readable() as plt:
+        # Beside the maps and traces: 0.12 inches of colour bars, 2.6 for titles, labels, legend and the top margin.
+        figure = plt.figure(figsize=(WIDTH_INCHES, rows + TRACE_INCHES + 2.6), layout="constrained")
+        grid = figure.add_gridspec(3, len(QUANTITIES), height_ratios=[rows, 0.12, TRACE_INCHES])
+        first = None
+        for index, name in enumerate(QUANTITIES):
+            axis = figure.add_subplot(grid[0, index], sharey=first)
+            first = first or axis
+            _heat_map(figure, axis, figure.add_subplot(grid[1, index]), name, values[name][:, chosen].numpy())
+            axis.tick_params(labelleft=index == 0)
+        first.set_yticks(positions, labels)
+        first.set_ylabel("tokens read, in order")
+        trace = figure.add_subplot(grid[2, :])
+        for unit in chosen[:traces]:
+            trace.plot(values["cell"][:, unit].numpy(), marker=".", label=f"unit {unit}")
+        trace.set_xticks(positions, labels, rotation=90)
+        trace.set_xlim(-0.5, len(inspection.tokens) - 0.5)
+        trace.set(ylabel="cell state c")
+        trace.legend(loc="upper center", bbox_to_anchor=(0.5, 1.18), ncol=traces, frameon=False)
+        return png_bytes(figure, dpi=100, top_margin=BADGE_MARGIN)
+
+
+def _heat_map(figure, axis, colour_bar, name: str, data) -> None:
+    """One quantity's tokens x units map; its scale in a bar beneath: 0 to 1 for gates, symmetric about 0 for the rest."""
+    signed = name in ("candidate", "cell", "hidden")
+    limit = max(float(abs(data).max()), 1e-6) if signed else 1.0
+    image = axis.imshow(data, aspect="auto", interpolation="nearest", cmap="RdBu_r" if signed else "viridis",
+                        vmin=-limit if signed else 0.0, vmax=limit)
+    axis.set_title(TITLES[name])
+    axis.set_xticks([])
+    axis.set_xlabel(f"{data.shape[1]} units")
+    bar = figure.colorbar(image, cax=colour_bar, orientation="horizontal")
+    bar.set_ticks([-limit, 0, limit] if signed else [0, 1], labels=[f"{-limit:.2g}", "0", f"{limit:.2g}"]
+                  if signed else ["0", "1"])
+    ends = bar.ax.get_xticklabels()
+    ends[0].set_horizontalalignment("left")  # each bar's labels stay under it, clear of its neighbours'
+    ends[-1].set_horizontalalignment("right")
+
+
+def token_ticks(tokens: list[str]) -> tuple[list[int], list[str]]:
+    """Positions and labels of the tokens to name on an axis: every one, or every k-th when more would overlap;
+    newlines and tabs shown as escapes, so an empty-looking label still says what it is."""
+    every = max(1, -(-len(tokens) // MAX_LABELS))
+    positions = list(range(0, len(tokens), every))
+    return positions, [repr(tokens[index])[1:-1] for index in positions]

@@ -146,3 +146,28 @@ def test_generate_runs_the_gates_task_with_its_own_flags(lstm_run, capsys):
                  "--top", "2", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["layer"] == 0 and len(document["units"]) == 2
+
+
+# ---- the picture ---------------------------------------------------------------------------------
+def test_every_token_is_named_until_the_labels_would_crowd_then_every_kth():
+    from genseq.gates import MAX_LABELS, token_ticks
+
+    assert token_ticks(["To", " be", "\n"]) == ([0, 1, 2], ["To", " be", "\\n"])  # a newline shows as \n
+    positions, labels = token_ticks([f"t{index}" for index in range(300)])
+    assert len(positions) <= MAX_LABELS and positions[:2] == [0, 6] and labels[1] == "t6"
+
+
+def test_the_gates_picture_leaves_the_top_clear_and_its_height_bounded(lstm_run, tokenizer):
+    import io
+
+    from PIL import Image
+
+    from genseq import from_pretrained
+    from genseq.figures import BADGE_MARGIN
+    from genseq.gates import heatmap_png
+
+    model, _ = from_pretrained(str(lstm_run))
+    short, long = (Image.open(io.BytesIO(heatmap_png(inspect_text(model, tokenizer, text), 1))).convert("L")
+                   for text in ("To be, or not to be", "To be, or not to be. " * 60))
+    assert short.crop((0, 0, short.width, int(BADGE_MARGIN * 100))).getextrema() == (255, 255)  # 100 dpi
+    assert short.width == long.width == 900 and short.height < long.height <= 2000

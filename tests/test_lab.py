@@ -1,5 +1,6 @@
 """The gradients lab: its recall data, its gradient norms against a hand computation, and `genseq lab gradients`."""
 
+import io
 import json
 import math
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from genseq.cli import main
-from genseq.lab import LabConfig, RecallModel, gradient_norms, recall_batch, run_lab, train_recall
+from genseq.lab import (CELL_TYPES, LabConfig, RecallModel, StepCost, duration_text, estimate_seconds, gradient_norms,
+                        lab_png, lab_runs, measure_step_cost, recall_batch, run_lab, train_recall)
 
 
 def test_recall_sequences_start_with_the_key_to_name_and_then_only_distractors():
@@ -89,19 +91,132 @@ def test_lab_mistakes_are_one_sentence(capsys, argv, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+# ---- running the lab: one run at a time, an estimate beforehand ----------------------------------------------
+TINY = dict(cells=("gru",), length=12, distractors=(1, 4), steps=10)
+
+
+def test_the_lab_reports_each_run_and_ends_with_run_labs_result():
+    runs = list(lab_runs(LabConfig(**TINY)))
+    assert [run.number for run, _ in runs] == [1, 2, 3, 4] and {run.total for run, _ in runs} == {4}
+    assert [(run.distractors, run.clipped) for run, _ in runs] == [(1, True), (1, False), (4, True), (4, False)]
+    assert runs[-1][1].to_json() == run_lab(LabConfig(**TINY)).to_json()
+
+
+def test_closing_the_lab_after_some_runs_trains_no_more(monkeypatch):
+    from genseq import lab
+
+    trained = []
+    monkeypatch.setattr(lab, "train_recall", lambda *args: trained.append(args) or train_recall(*args))
+    runs = lab_runs(LabConfig(**TINY))
+    (first, _), (second, result) = next(runs), next(runs)
+    runs.close()
+    assert next(runs, None) is None and len(trained) == 2
+    assert result.recall == {"gru": {"clipped": {1: first.accuracy}, "unclipped": {1: second.accuracy}}}
+    assert result.gradients == {}  # a cell's gradients come with its last run
+
+
+def test_the_estimate_adds_up_each_runs_steps_at_its_length():
+    config = LabConfig(cells=("rnn",), length=50, distractors=(9,), steps=100, batch_size=32, test_size=96)
+    cost = StepCost(fixed=0.01, per_position=0.001)
+    training = 2 * (100 + 96 / 32 / 3) * (0.01 + 0.001 * 10)  # clipped and not, each scoring 96 sequences
+    measuring = 2 * 64 / 32 * (0.01 + 0.001 * 50)  # fresh and trained, 64 sequences of 50
+    assert estimate_seconds(config, {"rnn": cost}) == pytest.approx(training + measuring)
+
+
+@pytest.mark.parametrize("change", [dict(steps=200), dict(distractors=(9, 20)), dict(cells=("rnn", "lstm")),
+                                    dict(length=500)])
+def test_the_estimate_grows_with_every_setting_that_adds_work(change):
+    costs = {cell: StepCost(fixed=0.002, per_position=0.0002) for cell in CELL_TYPES}
+    base = dict(cells=("rnn",), length=50, distractors=(9,), steps=100)
+    assert estimate_seconds(LabConfig(**{**base, **change}), costs) > estimate_seconds(LabConfig(**base), costs)
+
+
+def test_doubling_the_steps_nearly_doubles_the_estimate():
+    costs = {"gru": StepCost(fixed=0.003, per_position=0.0003)}
+    once, twice = (estimate_seconds(LabConfig(**{**TINY, "steps": steps}), costs) for steps in (300, 600))
+    assert 1.9 < twice / once <= 2
+
+
+def test_measuring_a_steps_cost_leaves_the_random_state_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    cost = measure_step_cost("lstm", LabConfig(**TINY))
+    assert torch.equal(torch.rand(3), expected)
+    assert cost.fixed >= 0 and cost.per_position >= 0 and cost.seconds(10) > 0
+
+
+@pytest.mark.parametrize("seconds,text", [(0.2, "1 s"), (42.4, "42 s"), (119, "119 s"), (121, "2 min"), (126, "2 min 10 s"),
+                                          (3600, "60 min")])
+def test_durations_read_as_people_say_them(seconds, text):
+    assert duration_text(seconds) == text
+
+
+def test_the_plots_draw_a_partial_result_and_leave_the_top_clear():
+    from PIL import Image
+
+    from genseq.figures import BADGE_MARGIN
+
+    _, partial = next(lab_runs(LabConfig(**TINY)))  # one run: a recall point, no gradients yet
+    picture = Image.open(io.BytesIO(lab_png(partial))).convert("L")
+    clear = picture.crop((0, 0, picture.width, int(BADGE_MARGIN * 100)))  # drawn at 100 dpi
+    assert picture.width >= 800 and clear.getextrema() == (255, 255)
+
+
+def test_the_lab_command_shows_an_estimate_and_a_progress_bar_to_a_person(capsys, monkeypatch):
+    from genseq.cli import lab as lab_command
+
+    monkeypatch.setattr(lab_command, "interactive", lambda: True)
+    assert main(["lab", "gradients", "--cells", "gru", "--length", "12", "--distractors", "2", "--steps", "5"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("about ") and "on this machine (2 training runs of 5 steps)" in err and "2/2" in err
+
+
 # ---- the gradients task (the web app's gradients tab) ------------------------------------------
+TASK = dict(cells=("gru",), length=12, longest=4, steps=10)
+
+
 def test_the_gradients_task_runs_both_experiments_at_its_settings():
     from genseq_lab import GradientsTask
 
-    result = GradientsTask().run({}, cells=("gru",), length=12, longest=4, steps=10)
-    assert result["picture"].width > 800 and "| gru |" in result["summary"] and "N = 1" in result["summary"]
+    result = GradientsTask().run({}, **TASK)
+    assert result["picture"].width >= 800 and "Step 4 of 4" in result["progress"]
+    assert [list(row) for row in result["recall"]] == [["cell", "clipping", "N = 1", "N = 4"]] * 2
+    assert [row["clipping"] for row in result["recall"]] == ["clipped", "not clipped"]
     assert set(result["results"]["recall"]["gru"]["clipped"]) == {"1", "4"}
     assert len(result["results"]["gradients"]["gru"]["fresh"]) == 12
 
 
+def test_the_gradients_task_streams_an_estimate_then_each_step_then_the_unstreamed_result():
+    from genseq_lab import GradientsTask
+
+    task = GradientsTask()
+    partials = list(task.stream({}, **TASK, seed=3))
+    first, steps, final = partials[0], partials[1:-1], partials[-1]
+    assert "on this machine" in first["progress"] and "Step" not in first["progress"]
+    assert {row["N = 4"] for row in first["recall"]} == {"…"}  # the table's shape before any run
+    assert [partial["progress"].splitlines()[-1].split(":")[0] for partial in steps] == \
+        ["Step 1 of 4", "Step 2 of 4", "Step 3 of 4"]
+    assert all(partial["progress"].startswith(first["progress"]) for partial in partials)  # a log that grows
+    assert "Finished in" in final["progress"] and final["picture"] is not None
+    unstreamed = task.run({}, **TASK, seed=3)
+    assert final["recall"] == unstreamed["recall"] and final["results"] == unstreamed["results"]
+
+
+def test_stopping_the_gradients_task_after_a_step_ends_it_cleanly(monkeypatch):
+    from genseq import lab
+    from genseq_lab import GradientsTask
+
+    trained = []
+    monkeypatch.setattr(lab, "train_recall", lambda *args: trained.append(args) or train_recall(*args))
+    partials = GradientsTask().stream({}, **TASK)
+    next(partials), next(partials)  # the estimate, then the first step
+    partials.close()
+    assert next(partials, None) is None and len(trained) == 1
+
+
 def test_the_gradients_task_offers_the_labs_cells_and_refuses_others():
     from genseq import ConfigError
-    from genseq.lab import CELL_TYPES
     from genseq_lab import GradientsTask
     from genseq_lab.gradients import CELLS
 
@@ -115,3 +230,28 @@ def test_generate_runs_the_gradients_task_which_takes_no_input(capsys):
                  "--steps", "10", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document["gradients"]) == {"rnn"} and document["config"]["distractors"] == [1, 4]
+
+
+def test_generate_prints_the_gradients_tasks_progress_and_its_table(capsys):
+    assert main(["generate", "--task", "gradients", "--cells", "rnn", "--length", "12", "--longest", "4",
+                 "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "on this machine" in out and "Step 4 of 4" in out and "Finished in" in out
+    assert "  cell  clipping     N = 1" in out and "  rnn   not clipped  " in out
+
+
+def test_a_seed_the_lab_cannot_take_is_refused_in_one_sentence():
+    from genseq import ConfigError
+    from genseq_lab import GradientsTask
+
+    with pytest.raises(ConfigError, match=r"^seed must be in \[0, 2\*\*32\), not 4294967296$"):
+        GradientsTask().run({}, **TASK, seed=2**32)
+
+
+def test_the_lab_runs_torch_on_one_thread_and_gives_the_threads_back():
+    before = torch.get_num_threads()
+    runs = lab_runs(LabConfig(**TINY))
+    next(runs)
+    during = torch.get_num_threads()
+    runs.close()
+    assert during == 1 and torch.get_num_threads() == before

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from ..commands import check_writable, finite_float, path, positive_int, whole_number
@@ -32,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser = experiments.add_parser(
         "gradients", help="vanishing and exploding gradients, and recall over distance",
         description="Measure how much gradient reaches each input of a sequence in fresh and trained RNN, GRU and "
-                    "LSTM layers, and train each to recall a symbol across N distractors, with and without clipping.",
+                    "LSTM layers, and train each to recall a symbol across N distractors, with and without clipping. "
+                    "On a terminal, an estimate of the time it takes here comes first, then a progress bar.",
     )
     parser.add_argument("--cells", default="rnn,gru,lstm", help="comma-separated cell types (rnn,gru,lstm)")
     parser.add_argument("--length", type=positive_int, default=200, help="sequence length of the gradient measurement")
@@ -48,15 +48,14 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..checkpoint import atomic_write
-    from ..lab import LabConfig, lab_png, run_lab
+    from ..lab import LabConfig, lab_png, norm_text
 
     if args.out:
         check_writable(args.out, "--out")
     config = LabConfig(cells=tuple(c.strip() for c in args.cells.split(",") if c.strip()), length=args.length,
                        distractors=args.distractors, steps=args.steps, hidden_size=args.hidden_size, clip=args.clip,
                        seed=args.seed)
-    quiet = args.json or not sys.stderr.isatty()
-    result = run_lab(config, progress=None if quiet else lambda message: print(f"training: {message}", file=sys.stderr))
+    result = run_with_progress(config, shown=not args.json and interactive())
     if args.out:
         atomic_write(args.out, lab_png(result), what="picture")
     if args.json:
@@ -69,18 +68,36 @@ def run(args) -> int:
         for state in ("fresh", "trained"):
             label = f"{cell}, {state}" + (f" N={norms['trained_at']}" if state == "trained" else "")
             print(f"{label:20}" + "".join(f"{norms[state][d]:11.1e}" for d in distances))
-    counts = sorted(config.distractors)
     print(f"\nrecall accuracy after N distractors ({config.steps} Adam steps each; chance {1 / config.keys:.3f})"
           f" and the largest gradient norm met in training:")
-    print(f"{'':20}" + "".join(f"{n:>14}" for n in counts))
+    print(f"{'':20}" + "".join(f"{n:>14}" for n in config.counts))
     for cell, kinds in result.recall.items():
         for kind in ("clipped", "unclipped"):
-            cells = [f"{kinds[kind][n]:6.2f} ({_norm(result.largest_norm[cell][kind][n])})" for n in counts]
+            cells = [f"{kinds[kind][n]:6.2f} ({norm_text(result.largest_norm[cell][kind][n])})" for n in config.counts]
             print(f"{cell + ', ' + kind:20}" + "".join(f"{c:>14}" for c in cells))
     if args.out:
         print(f"\nplots written to {args.out}")
     return 0
 
 
-def _norm(value: float) -> str:
-    return "inf" if not math.isfinite(value) else f"{value:.1f}" if value < 100 else f"{value:.0e}"
+def interactive() -> bool:
+    """Whether a person watches stderr: then the estimate and a progress bar go there."""
+    return sys.stderr.isatty()
+
+
+def run_with_progress(config, shown: bool):
+    """The lab's result; when shown, after an estimate for this machine and with a progress bar on stderr (one
+    tick per training run)."""
+    from tqdm import tqdm
+
+    from ..lab import duration_text, estimate_seconds, lab_runs, step_costs
+
+    if shown:
+        seconds = estimate_seconds(config, step_costs(config))
+        print(f"about {duration_text(seconds)} on this machine ({config.runs} training runs of {config.steps} steps)",
+              file=sys.stderr)
+    with tqdm(total=config.runs, unit="run", disable=not shown, dynamic_ncols=True, file=sys.stderr) as bar:
+        for run, result in lab_runs(config):
+            bar.set_postfix_str(run.describe(), refresh=False)
+            bar.update()
+    return result

@@ -2,7 +2,7 @@
 
 The picture is genseq.gates' heat maps and cell-state traces (`genseq inspect` on
 the command line), for one layer; the summary and the JSON list the units whose
-cell state moves most. A long text is read up to genseq.gates.MAX_TOKENS tokens,
+cell state moves most, in the order of the picture's columns. A long text is read up to genseq.gates.MAX_TOKENS tokens,
 and the summary says so.
 """
 
@@ -19,7 +19,8 @@ class GatesTask(Task):
     inputs = (Input("text", "text", "the text to read"),)
     outputs = (
         Output("summary", "text", "the tokens read and the units whose cell state moves most"),
-        Output("picture", "image", "tokens x units heat maps of the gates, cell and hidden state, and cell-state traces"),
+        Output("picture", "image", "a heat map per gate and state, a row per token and a column per unit (the 16 "
+                                   "whose cell state moves most, most first), and the top four's cell-state traces"),
         Output("units", "json", "the units whose cell state moves most, with their lowest and highest cell state"),
     )
     options = (
@@ -70,4 +71,5 @@ def _summary(inspection, layer: int, units: list[dict]) -> str:
     note = inspection.truncation_note()
     rows = [f"  unit {entry['unit']:>5}: cell state from {entry['lowest']:.2f} to {entry['highest']:.2f}" for entry in units]
     return "\n".join([*([f"Note: {note}."] if note else []),
-                      f"{len(inspection.tokens)} tokens, layer {layer}. The units whose cell state moves most:", *rows])
+                      f"{len(inspection.tokens)} tokens, layer {layer}. The units whose cell state moves most "
+                      "(the picture's first columns, in this order):", *rows])
