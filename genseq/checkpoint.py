@@ -155,7 +155,8 @@ def model_files(
 ) -> dict[str, bytes]:
     """The three files of a checkpoint, as bytes; dtype (e.g. torch.float16) stores float weights smaller.
 
-    Weights stored in a lower precision load back into the model's float32 parameters.
+    Weights stored in a lower precision load back into the model's float32 parameters. A tokenizer with
+    style labels has them listed in config.json's "labels", so that they can be shown without loading it.
     """
     config = {
         "format": FORMAT,
@@ -163,6 +164,7 @@ def model_files(
         "kind": kind,
         "model_config": model_config,
         "tokenizer": {"file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size},
+        **({"labels": list(tokenizer.styles)} if tokenizer.styles else {}),
         "versions": versions(),
         **extra,
     }

@@ -16,24 +16,42 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, GenseqError
 
 # The contract's version: a task declaring another major version was built for a contract this genseq
 # does not offer, and is listed as incompatible instead of loaded.
 API_VERSION = "1.0"
 INPUT_KINDS = ("text", "image")
-OUTPUT_KINDS = ("text", "ranked", "image", "label", "number", "json")
-# ranked: a list of {"label", "prob"} most likely first; label: {"label", "prob"}.
+OUTPUT_KINDS = ("text", "ranked", "image", "label", "number", "json", "table")
+# ranked: a list of {"label", "prob"} most likely first; label: {"label", "prob"};
+# table: a list of rows, each a dict {column: value} with the same columns in the same order.
+EXAMPLE_NAME_CHARS = 40  # an unnamed example's button shows the start of its first line
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")  # an example value ending so names a picture
+
+
+def label_of(name: str) -> str:
+    """What a front end calls an input, output or option that declares no label: its name with spaces."""
+    return name.replace("_", " ")
 
 
 @dataclass(frozen=True)
 class _Port:
-    """A named, typed input or output; the subclass says which kinds it accepts."""
+    """A named, typed input or output; the subclass says which kinds it accepts.
+
+    label is what the web app calls it (the name with spaces when empty); placeholder
+    is the hint a text input shows while it is empty.
+    """
 
     name: str
     kind: str
     description: str = ""
+    label: str = ""
+    placeholder: str = ""
     KINDS: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def shown_label(self) -> str:
+        return self.label or label_of(self.name)
 
     def __post_init__(self):
         if self.kind not in self.KINDS:
@@ -45,8 +63,12 @@ class Input(_Port):
     KINDS = INPUT_KINDS
 
 
+@dataclass(frozen=True)
 class Output(_Port):
-    KINDS = OUTPUT_KINDS
+    """An output; an advanced one is a detail the web app folds away, like a json output beside friendlier ones."""
+
+    advanced: bool = False
+    KINDS: ClassVar[tuple[str, ...]] = OUTPUT_KINDS
 
 
 @dataclass(frozen=True)
@@ -56,7 +78,10 @@ class Option:
 
     How front ends present it: advanced options sit under the web app's "More options"; a server_side one
     (a path the server writes, say) is the command line's alone and never reaches a web or API client;
-    app_default, when not None, is the value the web app's control starts at instead of default.
+    app_default, when not None, is the value the web app's control starts at instead of default; label is the
+    control's plain name (the name with spaces when empty), which the app's error messages use too;
+    app_maximum, for a number without a maximum, is the top of the app's control (a slider when the option has a
+    minimum), the values people want, while the command line and API still take any larger one.
     """
 
     name: str
@@ -70,10 +95,21 @@ class Option:
     advanced: bool = False
     server_side: bool = False
     app_default: Any = None
+    label: str = ""
+    app_maximum: float | None = None
 
     @property
     def value_type(self) -> type:
         return self.type or type(self.default)
+
+    @property
+    def shown_label(self) -> str:
+        return self.label or label_of(self.name)
+
+    @property
+    def shown_maximum(self) -> float | None:
+        """The top of the web app's control: the option's maximum, else its app_maximum."""
+        return self.maximum if self.maximum is not None else self.app_maximum
 
     @property
     def shown_default(self) -> Any:
@@ -142,6 +178,16 @@ class Action:
     continues: str | None = None
 
 
+@dataclass(frozen=True)
+class Example:
+    """A named example: label is the text of its button in the web app, values maps input names to values
+    (image paths relative to the task's package). A task's examples may also be plain {input name: value} dicts,
+    which the app names by their text or image file."""
+
+    label: str
+    values: dict
+
+
 class Task:
     """Base class of every task plugin. Subclasses set the class attributes and implement load and predict."""
 
@@ -153,7 +199,7 @@ class Task:
     options: ClassVar[tuple[Option, ...]] = ()
     echo_input: ClassVar[str | None] = None  # a text input that the first text output continues
     # What the web app shows beside the inputs and outputs:
-    examples: ClassVar[tuple[dict, ...]] = ()  # example inputs {input name: value}; image paths relative to the package
+    examples: ClassVar[tuple[Example | dict, ...]] = ()  # named Examples, or plain {input name: value} dicts
     actions: ClassVar[tuple[Action, ...]] = ()  # secondary buttons, such as completion's "Suggest next words"
     # The checkpoint kinds (config.json "kind") load() takes, offered in the tab's model box: () for a task that
     # loads no checkpoint (no model box), None when undeclared (every checkpoint is offered).
@@ -181,6 +227,25 @@ class Task:
     def stream_refusal(cls, options: dict) -> str | None:
         """Why predict_stream gives only the final output for these checked options, or None when it streams."""
         return None
+
+    @classmethod
+    def default_model_dir(cls) -> str | None:
+        """The checkpoint directory load(None) reads, whose model card the web app shows; None when there is none."""
+        return None
+
+    @classmethod
+    def model_card(cls, model_path: str | None = None) -> dict | None:
+        """The card of the checkpoint model_path (None: the default model), as genseq.checkpoint.read_card gives it,
+        or None when there is no checkpoint to describe."""
+        try:
+            directory = model_path or cls.default_model_dir()
+            if directory is None:
+                return None
+            from .cards import read_card  # reads checkpoint headers with torch's loaders: only when there is one
+
+            return read_card(directory)
+        except GenseqError:  # no model to describe (a default not installed, say) is no reason to fail a page
+            return None
 
     @classmethod
     def streams(cls) -> bool:
@@ -276,11 +341,16 @@ class Task:
 
     @classmethod
     def example_inputs(cls) -> list[dict]:
-        """The declared examples, with each image input's relative path resolved against the task's package."""
+        """The declared examples' values, with each image input's relative path resolved against the task's package."""
         folder = Path(sys.modules[cls.__module__].__file__).parent
         images = {item.name for item in cls.inputs if item.kind == "image"}
-        return [{name: str(folder / value) if name in images else value for name, value in example.items()}
+        return [{name: str(folder / value) if name in images else value for name, value in _values(example).items()}
                 for example in cls.examples]
+
+    @classmethod
+    def example_labels(cls) -> list[str]:
+        """A name for each example: its declared label, else its first value (an image by its file name)."""
+        return [example.label if isinstance(example, Example) else _example_name(example) for example in cls.examples]
 
     @classmethod
     def check_declaration(cls) -> None:
@@ -288,7 +358,11 @@ class Task:
         inputs, options = {item.name for item in cls.inputs}, {option.name for option in cls.options}
         outputs, texts = {item.name for item in cls.outputs}, {item.name for item in cls.inputs if item.kind == "text"}
         for example in cls.examples:
-            _check_names(f"an example of task {cls.name}", "input", set(example), inputs)
+            named = not isinstance(example, Example) or isinstance(example.label, str) and example.label.strip()
+            if not (named and isinstance(_values(example), dict)):
+                raise ConfigError(f"an example of task {cls.name} is {example!r}; declare Example(label, "
+                                  "{input name: value}) with a label, or a plain {input name: value} dict")
+            _check_names(f"an example of task {cls.name}", "input", set(_values(example)), inputs)
         for action in cls.actions:
             where = f"action {action.name} of task {cls.name}"
             _check_names(where, "option", set(action.options), options)
@@ -307,9 +381,22 @@ class Task:
             "outputs": [asdict(item) for item in cls.outputs],
             "options": [option.describe() for option in cls.options],
             "actions": [asdict(action) for action in cls.actions],
-            "examples": list(cls.examples),
+            "examples": [_values(example) for example in cls.examples],
+            "example_labels": cls.example_labels(),
             "model_kinds": None if cls.model_kinds is None else list(cls.model_kinds),
         }
+
+
+def _values(example: Example | dict) -> dict:
+    return example.values if isinstance(example, Example) else example
+
+
+def _example_name(example: dict) -> str:
+    value = str(next(iter(example.values()), ""))
+    if value.lower().endswith(IMAGE_SUFFIXES):
+        return Path(value).stem.replace("_", " ")
+    line = value.splitlines()[0] if value else ""
+    return line if len(line) <= EXAMPLE_NAME_CHARS else line[: EXAMPLE_NAME_CHARS - 1] + "…"
 
 
 def _check_names(where: str, role: str, named: set[str], declared: set[str]) -> None:
@@ -340,20 +427,27 @@ class CheckedOptions(dict):
 
 # task option name -> GenerationConfig field, where they differ
 _FIELDS = {"no_repeat_ngram": "no_repeat_ngram_size", "banned_ids": "banned_token_ids"}
+# The engine's options a task shows in view unless it names its own (generation_options' primary)
+PRIMARY = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "seed")
 # What None means for an option that a task may declare with the default None although the engine's is a number
 _NONE_MEANS = {"num_return_sequences": "none: one per beam (one when sampling)"}
 
 
-def generation_options(without: tuple[str, ...] = (), **defaults) -> tuple[Option, ...]:
+def generation_options(without: tuple[str, ...] = (), primary: tuple[str, ...] | None = None,
+                       **defaults) -> tuple[Option, ...]:
     """The engine's options, less those named in without, with defaults overridden by keyword.
 
-    num_return_sequences=None returns one sequence per beam (one when sampling) unless the caller asks for more.
+    primary names the options the web app shows in view, the others going under its advanced section
+    (None: the engine's own few, PRIMARY). num_return_sequences=None returns one sequence per beam (one when
+    sampling) unless the caller asks for more.
     """
     options = _engine_options()
-    unknown = (set(without) | set(defaults)) - {option.name for option in options}
+    known = {option.name for option in options}
+    unknown = (set(without) | set(defaults) | set(primary or ())) - known
     if unknown:
         raise ValueError(f"no generation option {', '.join(sorted(unknown))}")
-    return tuple(_with_default(option, defaults.get(option.name, option.default))
+    shown = PRIMARY if primary is None else primary
+    return tuple(_with_default(option, defaults.get(option.name, option.default), advanced=option.name not in shown)
                  for option in options if option.name not in without)
 
 
@@ -392,43 +486,49 @@ def generation_config(options: dict):
 
 
 def _engine_options() -> tuple[Option, ...]:
-    from .generation.config import PRECISIONS
+    from .generation.config import MAX_NEW_TOKENS, PRECISIONS
 
     return (
-        Option("max_new_tokens", 100, "tokens to generate at most", minimum=1),
-        Option("temperature", 1.0, "sampling temperature; 0 is greedy", minimum=0.0),
-        Option("top_k", 0, "keep the k most likely tokens; 0 keeps all", minimum=0),
-        Option("top_p", 1.0, "keep the most likely tokens holding this probability", minimum=0.0, maximum=1.0,
-               exclusive_minimum=True),
-        Option("min_p", 0.0, "drop tokens less likely than this times the best one", minimum=0.0, maximum=1.0,
-               advanced=True),
-        Option("typical_p", 1.0, "locally typical sampling mass", minimum=0.0, maximum=1.0, exclusive_minimum=True,
-               advanced=True),
-        Option("repetition_penalty", 1.0, "above 1 makes tokens already seen less likely", minimum=0.0,
-               exclusive_minimum=True, advanced=True),
-        Option("no_repeat_ngram", 0, "never repeat an n-gram of this many tokens; 0 allows all", minimum=0,
-               advanced=True),
-        Option("min_new_tokens", 0, "the end of text is masked until this many tokens", minimum=0,
-               advanced=True),
-        Option("num_beams", 1, "beam search with this many beams; 1 samples", minimum=1, maximum=64),
-        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this", advanced=True),
-        Option("num_return_sequences", 1, "continuations to return", type=int, minimum=1, maximum=64,
-               advanced=True),
+        Option("max_new_tokens", 100, "how many tokens to generate at most",
+               minimum=1, app_maximum=MAX_NEW_TOKENS),
+        Option("temperature", 1.0, "higher writes more surprising text, lower more predictable; 0 always takes the "
+               "likeliest token", minimum=0.0, app_maximum=2.0),
+        Option("top_k", 0, "pick only among this many likeliest tokens; 0 for no limit", minimum=0, app_maximum=500,
+               label="top-k"),
+        Option("top_p", 1.0, "pick only among the likeliest tokens that together hold this probability; "
+               "1 keeps all", minimum=0.0, maximum=1.0, exclusive_minimum=True, label="top-p"),
+        Option("min_p", 0.0, "drop tokens less likely than this times the likeliest one", minimum=0.0, maximum=1.0,
+               label="min-p"),
+        Option("typical_p", 1.0, "locally typical sampling: keep the tokens about as surprising as usual that hold "
+               "this probability", minimum=0.0, maximum=1.0, exclusive_minimum=True, label="typical-p"),
+        Option("repetition_penalty", 1.0, "above 1 makes tokens already written less likely", minimum=0.0,
+               exclusive_minimum=True, app_maximum=3.0, label="repetition penalty"),
+        Option("no_repeat_ngram", 0, "never repeat a run of this many tokens; 0 allows any", minimum=0, app_maximum=10,
+               label="no repeated runs of"),
+        Option("min_new_tokens", 0, "the end of the text may come only after this many tokens", minimum=0,
+               app_maximum=MAX_NEW_TOKENS),
+        Option("num_beams", 1, "beam search: follow this many candidate texts and keep the likeliest; 1 samples",
+               minimum=1, maximum=64, label="beams"),
+        Option("length_penalty", 1.0, "beams are ranked by log-probability / length ** this; above 0 favours "
+               "longer ones", label="length penalty"),
+        Option("num_return_sequences", 1, "how many texts to return", type=int, minimum=1, maximum=64,
+               label="texts returned"),
         Option("stop", (), "stop when the text contains one of these strings (left out of it)", type=tuple,
-               advanced=True),
-        Option("banned_ids", (), "token ids never generated", type=tuple, advanced=True),
+               label="stop at"),
+        Option("banned_ids", (), "token ids never generated (numbers from the tokenizer's vocabulary)", type=tuple,
+               label="banned token ids"),
         Option("max_time", None, "stop after this many seconds", type=float, minimum=0.0, exclusive_minimum=True,
-               advanced=True),
-        Option("seed", None, "seed of the sampling; none draws a fresh one (reported in the JSON)", type=int, minimum=0,
-               maximum=2**63 - 1),
+               label="time limit (seconds)"),
+        Option("seed", None, "the same seed and settings give the same text again; empty draws a fresh one",
+               type=int, minimum=0, maximum=2**63 - 1),
         Option("precision", "fp32", "of the decoding step; auto: the faster of fp32 and bf16 here, measured; "
-               "int8: fastest on most CPUs, +0.3% perplexity", choices=PRECISIONS, advanced=True),
+               "int8: fastest on most CPUs, +0.3% perplexity", choices=PRECISIONS),
     )
 
 
-def _with_default(option: Option, default) -> Option:
+def _with_default(option: Option, default, advanced: bool) -> Option:
     """option with another default; None only where the engine's default is None or _NONE_MEANS says what it does."""
-    fields = {**vars(option), "default": default}
+    fields = {**vars(option), "default": default, "advanced": advanced}
     if default is None and option.default is not None:
         if option.name not in _NONE_MEANS:
             raise ValueError(f"generation option {option.name} cannot default to None")

@@ -247,15 +247,19 @@ def test_every_usable_task_has_a_tab_with_a_stable_api_name(client):
 
 
 def test_completion_by_keyword_is_reproducible_with_a_seed(client):
-    text, completions = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5, api_name="/completion")
-    again, _ = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5, api_name="/completion")
+    text, tokens, completions = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5,
+                                               api_name="/completion")
+    again, _, _ = client.predict(prompt="Shall I compare thee", max_new_tokens=12, seed=5, api_name="/completion")
     assert text and text == again
     assert completions[0]["text"] == text and len(completions[0]["tokens"]) <= 12
+    # the page's table: each token written with the model's probability of it
+    assert tokens["headers"] == ["token", "probability"] and len(tokens["data"]) == len(completions[0]["tokens"])
+    assert all(0 < probability <= 1 for _, probability in tokens["data"])
 
 
 def test_completion_streams_text_that_grows_by_prefixes(client):
     job = client.submit(prompt="My love", max_new_tokens=60, seed=3, api_name="/completion")
-    texts = [text for text, _ in job]
+    texts = [text for text, _, _ in job]
     assert len(texts) >= 2
     assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
     assert texts[-1] == job.result()[0]
@@ -273,7 +277,7 @@ def test_a_running_stream_can_be_cancelled_and_the_tab_keeps_working(client):
     while any(thread.name == "genseq-task" for thread in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(thread.name == "genseq-task" for thread in threading.enumerate()), "the generation went on"
-    text, _ = client.predict(prompt="My love", max_new_tokens=5, seed=1, api_name="/completion")
+    text, _, _ = client.predict(prompt="My love", max_new_tokens=5, seed=1, api_name="/completion")
     assert text
 
 
@@ -307,7 +311,7 @@ def test_an_option_error_names_the_option_by_its_label_in_the_page(client):
 
 
 def test_another_checkpoint_can_be_picked_by_directory(client, trained_run):
-    text, _ = client.predict(prompt="x", max_new_tokens=3, model=str(trained_run), api_name="/completion")
+    text, _, _ = client.predict(prompt="x", max_new_tokens=3, model=str(trained_run), api_name="/completion")
     assert isinstance(text, str)
 
 
@@ -329,7 +333,7 @@ def test_the_model_box_says_the_same_of_every_directory_outside_the_servers_mode
 
 
 def test_a_checkpoint_in_the_models_directory_loads_and_is_listed(client, models_dir):
-    text, _ = client.predict(prompt="Thy", max_new_tokens=3, model=str(models_dir / "tiny"), api_name="/completion")
+    text, _, _ = client.predict(prompt="Thy", max_new_tokens=3, model=str(models_dir / "tiny"), api_name="/completion")
     assert isinstance(text, str)
     assert access.ServerAccess(models_dir=models_dir).checkpoint_dirs() == [str(models_dir / "tiny")]
     assert "is not a checkpoint directory; choose one listed" in refusal(client, prompt="x", api_name="/completion",
@@ -343,10 +347,10 @@ def test_a_text_over_the_servers_limit_is_refused_with_a_message(client):
     assert f"the prompt {expected}" in refusal(client, prompt=too_long, api_name="/completion")
     assert f"the prompt {expected}" in refusal(client, prompt=too_long, suggest=3, api_name="/completion_suggest")
     assert f"the text {expected}" in refusal(client, text=too_long, api_name="/perplexity")
-    assert f"option stop {expected}" in refusal(client, prompt="x", stop=too_long, api_name="/completion")
+    assert f"option stop at {expected}" in refusal(client, prompt="x", stop=too_long, api_name="/completion")
     halves = [too_long[: limit // 2], too_long[limit // 2 :]]  # an API client may send a list
-    assert f"option stop {expected}" in refusal(client, prompt="x", stop=halves, api_name="/completion")
-    text, _ = client.predict(prompt=too_long[:limit], max_new_tokens=3, seed=1, api_name="/completion")
+    assert f"option stop at {expected}" in refusal(client, prompt="x", stop=halves, api_name="/completion")
+    text, _, _ = client.predict(prompt=too_long[:limit], max_new_tokens=3, seed=1, api_name="/completion")
     assert isinstance(text, str)
 
 
@@ -418,8 +422,11 @@ def test_bad_uploads_get_a_message_and_the_tab_keeps_working(client, tmp_path, m
 def test_the_captioning_tab_captions_an_upload_with_scores_and_attention_map(client):
     if not has_captioning():
         pytest.skip("the captioning task is not installed")
-    caption, captions, attention = client.predict(image=handle_file(EXAMPLE_IMAGE), num_beams=2, api_name="/captioning")
+    caption, captions, attention, confidence = client.predict(image=handle_file(EXAMPLE_IMAGE), num_beams=2,
+                                                              api_name="/captioning")
     assert isinstance(caption, str) and len(captions["confidences"]) == 2
+    assert confidence["headers"] == ["word", "confidence"]  # each word of the caption, with the model's probability
+    assert all(0 <= probability <= 1 for _, probability in confidence["data"])
     assert captions["label"] == captions["confidences"][0]["label"]
     assert Image.open(attention).width > Image.open(EXAMPLE_IMAGE).width  # the picture and one map per word
 
@@ -443,9 +450,11 @@ def test_the_gates_tab_pictures_the_default_models_gates(client):
 
 
 def test_the_gradients_tab_runs_the_lab_at_small_settings(client):
-    summary, picture, results = client.predict(cells=["rnn", "lstm"], length=20, longest=4, steps=20,
-                                               api_name="/gradients")
-    assert Image.open(picture).width > 800 and "| rnn |" in summary and "| lstm |" in summary and "N = 4" in summary
+    progress, picture, recall, results = client.predict(cells=["rnn", "lstm"], length=20, longest=4, steps=20,
+                                                        api_name="/gradients")
+    assert Image.open(picture).width >= 800 and "on this machine" in progress and "Step 8 of 8" in progress
+    assert recall["headers"] == ["cell", "clipping", "N = 1", "N = 4"] and [row[0] for row in recall["data"]] == \
+        ["rnn", "rnn", "lstm", "lstm"]
     assert set(results["recall"]) == {"rnn", "lstm"}
     with pytest.raises(AppError, match="cells must be among"):
         client.predict(cells=[], length=20, longest=4, steps=20, api_name="/gradients")
@@ -484,7 +493,7 @@ def test_a_third_party_task_gets_stop_an_action_examples_and_folded_options_like
     assert folded_under(component(built, "words-count")) is None and component(built, "words-count").value == 2
     assert folded_under(component(built, "completion-min_p")) == "More options"
     assert folded_under(component(built, "completion-temperature")) is None
-    assert component(built, "words-words").label == "words (click one to add it to the text)"
+    assert component(built, "words-words").label == "Words (click one to add it to the text)"
     samples = [block.samples for block in built.blocks.values() if isinstance(block, gr.Dataset)]
     assert [["one two three"]] in samples and [["Call me Ishmael."]] in [rows[-1:] for rows in samples]
 
@@ -493,7 +502,8 @@ def test_the_page_opens_on_completion_under_a_header_then_the_other_tabs_by_name
     import gradio as gr
 
     labels = [block.label for block in built.blocks.values() if isinstance(block, gr.Tab)]
-    assert labels[0] == "completion" and labels[1:] == sorted(labels[1:]) and "words" in labels
+    assert labels[0] == "Completion" and labels[1:] == sorted(labels[1:]) and "Words" in labels
+    assert all(label[0].isupper() and "_" not in label for label in labels), "one naming style for every tab"
     header = next(block.value for block in built.blocks.values() if isinstance(block, gr.Markdown))
     assert header.startswith("# genseq\n") and len(header.splitlines()) == 2 and "Run" in header
 
@@ -506,7 +516,7 @@ def test_completion_starts_at_the_sampling_defaults_readme_shows(built, client):
                 for parameter in endpoints["/completion"]["parameters"]}
     assert (defaults["temperature"], defaults["top_p"]) == (0.7, 0.9)
     # defaults give way to beams: the page sends them with num_beams > 1 and gets beam search, not a refusal
-    text, completions = client.predict(prompt="Shall I", max_new_tokens=4, num_beams=3, api_name="/completion")
+    text, _, completions = client.predict(prompt="Shall I", max_new_tokens=4, num_beams=3, api_name="/completion")
     assert completions[0]["text"] == text
 
 
@@ -523,11 +533,12 @@ def test_stop_is_hidden_until_a_run_starts_and_every_run_sets_the_buttons_back(b
     assert component(built, "completion-stop-button").visible is False
     assert component(built, "words-stop-button").visible is False
     ids = {block.elem_id: block._id for block in built.blocks.values() if getattr(block, "elem_id", None)}
-    switched = {ids[f"words-{name}-button"] for name in ("run", "list", "stop")}
+    switched = {ids[f"words-{name}"] for name in ("run-button", "list-button", "stop-button", "notice")}
     setters = [dependency for dependency in built.get_config_file()["dependencies"]
                if set(dependency["outputs"]) == switched]
     # Run, List words and a picked word each disable the buttons before their run and set them back after it
-    # succeeds or fails; Stop sets them back itself. None waits in the queue behind the runs it guards.
+    # succeeds or fails, saying so in the notice; Stop sets them back itself. None waits in the queue behind the
+    # runs it guards.
     assert len(setters) == 3 * 3 + 1 and not any(dependency["queue"] for dependency in setters)
 
 
@@ -604,7 +615,7 @@ def test_a_broken_plugin_is_listed_and_the_others_still_get_tabs(plugins):
     app = genseq_web.build_app()
     labels = {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
     notes = " ".join(block.value for block in app.blocks.values() if isinstance(block, gr.Markdown))
-    assert {"completion", "describe", "echo", "perplexity", "gates", "gradients"} <= labels and "broken" not in labels
+    assert {"Completion", "Describe", "Echo", "Perplexity", "Gates", "Gradients"} <= labels and "Broken" not in labels
     assert "broken** (genseq-broken 1.0): error: ImportError: needs a library that is not installed" in notes
 
 
@@ -621,7 +632,7 @@ def test_a_plugin_whose_action_names_an_undeclared_option_is_listed_instead_of_g
     sys.modules.pop("webapp_misdeclared", None)
     notes = " ".join(block.value for block in app.blocks.values() if isinstance(block, gr.Markdown))
     assert "action list of task misdeclared names the option counts, which the task does not declare" in notes
-    assert "misdeclared" not in {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
+    assert "Misdeclared" not in {block.label for block in app.blocks.values() if isinstance(block, gr.Tab)}
 
 
 def test_a_model_for_an_unknown_task_is_refused(plugins):
@@ -717,3 +728,90 @@ def test_an_error_after_a_fast_stream_arrives_after_its_last_result():
         for item in on_one_thread(results, every=0.01):
             seen.append(item["text"])
     assert seen[-1] == "x" * 100
+
+
+# ---- for people: cards, examples, controls ----------------------------------------------------------
+def test_every_tab_with_a_model_shows_its_card_and_the_model_box_names_each_model(built, trained_run, models_dir):
+    completion = component(built, "completion-card").value  # the server's own model: a card read from the run
+    assert f"**Model: {trained_run.name} (the default).**" in completion and "parameters, kind lm" in completion
+    sentiment = component(built, "sentiment-card").value  # the packaged default, with its card.json
+    assert "airlines, only 20% of them positive" in sentiment and "**Not good at:**" in sentiment
+    assert component(built, "describe-card") is None and component(built, "gradients-card") is None  # no model
+    choices = component(built, "completion-model").choices
+    assert choices[0] == (f"{trained_run.name} (default)", str(trained_run.resolve()))
+    assert (f"tiny ({models_dir / 'tiny'})", str(models_dir / "tiny")) in choices
+    assert component(built, "sentiment-model").choices == [("genseq's default sentiment classifier (default)", "")]
+
+
+def test_the_card_follows_the_model_box_and_refuses_a_model_the_server_does_not_offer(models_dir, trained_run):
+    from genseq_web import models
+
+    completion = next(info for info in discover() if info.name == "completion").task_class
+    server = access.ServerAccess(models_dir=models_dir)
+    show_card = models.card_reader(completion, server, None)
+    assert show_card(str(models_dir / "tiny")).startswith("**Model: tiny.**")
+    assert show_card("").startswith("**Model: genseq's default language model (the default).**")
+    with pytest.raises(Exception, match="is not one of this server's models"):
+        show_card(str(trained_run))
+
+
+def test_a_run_trained_into_the_models_directory_is_offered_when_a_page_opens(trained_run, tmp_path):
+    import shutil
+
+    from genseq_web import models
+
+    completion = next(info for info in discover() if info.name == "completion").task_class
+    list_models = models.choices_reader(completion, access.ServerAccess(models_dir=tmp_path), None)
+    assert [value for _, value in list_models().choices] == [""]  # the default alone
+    shutil.copytree(trained_run, tmp_path / "fresh")
+    assert (f"fresh ({tmp_path / 'fresh'})", str(tmp_path / "fresh")) in list_models().choices
+
+
+def test_examples_have_names_and_inputs_have_placeholders(built):
+    import gradio as gr
+
+    labelled = {tuple(block.sample_labels or ()) for block in built.blocks.values() if isinstance(block, gr.Dataset)}
+    assert ("A speech to Congress", "Shakespeare", "Jane Austen", "Moby-Dick") in labelled
+    assert ("thanks", "a delay", "mild praise") in labelled and ("one two three",) in labelled
+    assert component(built, "completion-prompt").placeholder.startswith("Type the start of a text")
+    assert component(built, "sentiment-text").placeholder.startswith("Type a short text")
+
+
+def test_every_tab_has_a_heading_and_its_controls_plain_labels_bounds_and_no_range_notation(built):
+    import gradio as gr
+
+    headings = [block.value.splitlines()[0] for block in built.blocks.values()
+                if isinstance(block, gr.Markdown) and block.value.startswith("## ")]
+    assert headings[:2] == ["## Completion", "## Captioning"] if has_captioning() else headings[0] == "## Completion"
+    assert isinstance(component(built, "completion-temperature"), gr.Slider)
+    assert component(built, "completion-temperature").maximum == 2.0 and component(built, "completion-top_k").maximum == 500
+    length = component(built, "completion-max_new_tokens")
+    assert isinstance(length, gr.Number) and length.maximum == 10_000 and length.info.endswith("(up to 10,000)")
+    assert component(built, "completion-num_beams").label == "Beams"
+    assert folded_under(component(built, "completion-top_k")) == "More options"
+    infos = [getattr(block, "info", None) or "" for block in built.blocks.values()]
+    assert not [info for info in infos if "range [" in info or "inf)" in info]
+
+
+def test_captioning_shows_only_beams_and_length_unless_advanced(built):
+    if not has_captioning():
+        pytest.skip("the captioning task is not installed")
+    import gradio as gr
+
+    names = {option.name for option in next(info for info in discover() if info.name == "captioning").task_class.options}
+    controls = [block for block in built.blocks.values() if isinstance(block, gr.components.FormComponent)
+                and not isinstance(block, gr.Image)]  # its attention picture shares a name with an option
+    shown = {block.elem_id.removeprefix("captioning-") for block in controls if folded_under(block) is None
+             and (block.elem_id or "").removeprefix("captioning-") in names and block.elem_id.startswith("captioning-")}
+    assert shown == {"max_new_tokens", "num_beams"}
+
+
+def test_a_finished_run_reports_how_it_ended_and_a_labelled_error_keeps_plain_words():
+    completion = next(info for info in discover() if info.name == "completion")
+    call = handlers.TaskCall(completion, TaskPool(), [], [], [], access.ServerAccess())
+    assert handlers.notice_of({"notice": "Finished: length (max new tokens reached)"}, 0.42) == \
+        "Finished: length (max new tokens reached) (0.4 s)."
+    assert handlers.notice_of({}, 1.0) == "Finished (1.0 s)."
+    assert call.in_page_words("option num_beams must be in [1, 64]; a stop string") == \
+        "option beams must be in [1, 64]; a stop string"
+    assert call.in_page_words("option stop has 30 characters") == "option stop at has 30 characters"

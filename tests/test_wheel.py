@@ -108,7 +108,7 @@ def test_genseq_serve_from_the_wheel_answers_a_client(venv, tmp_path, trained_ru
     try:
         wait_for(port, server)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False, download_files=False)
-        text, completions = client.predict(prompt="Shall I", max_new_tokens=3, seed=1, api_name="/completion")
+        text, _, completions = client.predict(prompt="Shall I", max_new_tokens=3, seed=1, api_name="/completion")
         assert isinstance(text, str) and len(completions[0]["tokens"]) <= 3
     finally:
         server.terminate()

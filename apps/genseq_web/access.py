@@ -40,6 +40,12 @@ class ServerAccess:
         found = sorted(path.parent for path in self.models_dir.glob("*/config.json"))
         return [str(path) for path in found if kinds is None or checkpoint_kind(path) in kinds]
 
+    def models_for(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """The checkpoints a tab's model box lists: those the server was started with, then those in its models
+        directory, of the given kinds (every one when kinds is None)."""
+        started = [str(path) for path in sorted(self.models) if kinds is None or checkpoint_kind(path) in kinds]
+        return list(dict.fromkeys(started + self.checkpoint_dirs(kinds)))
+
     def read_model(self, raw) -> str | None:
         """None for the task's default model, else a checkpoint directory this server offers."""
         if not raw:

@@ -24,14 +24,16 @@ from genseq.plugins import DEFAULT_TASK, TaskInfo, discover  # noqa: E402
 
 from .access import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MODELS_DIR, ServerAccess  # noqa: E402
 from .images import MAX_UPLOAD  # noqa: E402
+from .openai_api import OpenAIServer, api_routes, serve_api  # noqa: E402
+from .page import CSS, SCRIPT, THEME  # noqa: E402
 from .pool import TaskPool  # noqa: E402
-from .tabs import build_tab  # noqa: E402
+from .tabs import build_tab, tab_title  # noqa: E402
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 CONCURRENCY = 2  # requests running at once, one per core of a small machine; the rest wait in the queue
 QUEUE_SIZE = 64  # past this many waiting requests a new one is refused with a "queue is full" message
-HEADER = ("# genseq\nSmall recurrent neural networks (LSTMs) that run on this server, one task per tab: "
-          "try an example or your own input, then press Run.")
+HEADER = ("# genseq\nSmall recurrent neural networks (LSTMs) that run on this server, one task per tab; nothing you "
+          "type leaves it. Try an example or your own input, then press Run (or Ctrl+Enter).")
 
 
 def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None, concurrency: int = CONCURRENCY,
@@ -50,10 +52,14 @@ def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
     with gr.Blocks(title="genseq", analytics_enabled=False) as app:
         gr.Markdown(HEADER)
         _report_unusable(infos)
-        with gr.Tabs():
+        boxes = []
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab is one tap away, none behind a menu
             for info in tab_order(infos):
-                with gr.Tab(info.name, id=info.name):
-                    build_tab(info, pool, overrides.get(info.name), concurrency, access)
+                with gr.Tab(tab_title(info), id=info.name, elem_id=f"{info.name}-tab"):
+                    boxes.append(build_tab(info, pool, overrides.get(info.name), concurrency, access))
+        for model, list_models in filter(None, boxes):  # each page lists the models there are when it opens
+            app.load(list_models, None, model, queue=False, api_visibility="private")
+    app.openai_api = OpenAIServer(infos, pool, access, overrides, concurrency, QUEUE_SIZE)  # launch serves it at /v1
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
 
 
@@ -82,7 +88,12 @@ def _report_unusable(infos: list[TaskInfo]) -> None:
         gr.Markdown("No task is usable: install a task plugin (see docs/plugins.md), then restart the app.")
 
 
-def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options):
-    """Serve app on host:port (loopback unless told otherwise); options go to Blocks.launch."""
+def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
+           api_only: bool = False, **options):
+    """Serve app on host:port (loopback unless told otherwise) with the OpenAI-compatible API at /v1, which
+    requires api_key when given (openai_api/); api_only serves the API alone. options go to Blocks.launch."""
+    if api_only:
+        return serve_api(app.openai_api, host, port, api_key)
     return app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
-                      footer_links=["api", "settings"], **options)
+                      footer_links=["api", "settings"], theme=THEME, css=CSS, js=SCRIPT,
+                      app_kwargs={"routes": api_routes(app.openai_api, api_key)}, **options)

@@ -17,25 +17,29 @@ from .images import read_image
 LEFT_OUT = object()  # an option the user cleared: the task's default applies
 IMAGE_SOURCES = ["upload", "webcam", "clipboard"]
 SLIDER_STEPS = 100  # a float slider moves in hundredths of its range
+MAX_SLIDER_STOPS = 1000  # a whole-number range wider than this is typed: a slider's steps would be too fine to hit
 # Gradio's own default adds "share", which uploads the picture to Hugging Face: nothing leaves this server.
 PICTURE_BUTTONS = ["download", "fullscreen"]
 
 
-def label_of(name: str) -> str:
-    return name.replace("_", " ")
+def sentence_case(label: str) -> str:
+    """A control's label as the page shows it, capitalised: "Max new tokens". (Gradio also reads a lowercase label
+    that matches one of its own message ids, such as "image", as that message, and warns.)"""
+    return label[:1].upper() + label[1:]
 
 
 # ---- inputs --------------------------------------------------------------------
 def input_control(item: Input, elem_id: str | None = None) -> gr.components.Component:
     if item.kind == "image":
-        return gr.Image(label=label_of(item.name), type="filepath", image_mode=None, sources=IMAGE_SOURCES, height=320,
-                        buttons=PICTURE_BUTTONS, elem_id=elem_id)
-    return gr.Textbox(label=label_of(item.name), info=item.description or None, lines=4, elem_id=elem_id)
+        return gr.Image(label=sentence_case(item.shown_label), type="filepath", image_mode=None, sources=IMAGE_SOURCES,
+                        height=320, buttons=PICTURE_BUTTONS, elem_id=elem_id)
+    return gr.Textbox(label=sentence_case(item.shown_label), info=item.description or None,
+                      placeholder=item.placeholder or None, lines=4, elem_id=elem_id)
 
 
 def read_input(item: Input, raw):
     if item.kind == "image":
-        return read_image(raw, label_of(item.name))
+        return read_image(raw, item.shown_label)
     return "" if raw is None else str(raw)
 
 
@@ -43,8 +47,8 @@ def read_input(item: Input, raw):
 def option_control(option: Option, elem_id: str | None = None) -> gr.components.Component:
     """A control showing the option's starting value (Option.shown_default), help text and bounds."""
     kind, shown = option.value_type, option.shown_default
-    named = dict(label=label_of(option.name), elem_id=elem_id)
-    info = _option_info(option)
+    named = dict(label=sentence_case(option.shown_label), elem_id=elem_id)
+    info = option.help
     if kind is bool:
         return gr.Checkbox(value=bool(shown), info=info, **named)
     if kind in (tuple, list) and option.choices is not None:
@@ -54,12 +58,14 @@ def option_control(option: Option, elem_id: str | None = None) -> gr.components.
     if kind in (int, float) and shown is None:
         # gr.Number and gr.Slider show and send a number for an empty value, which would make "none" impossible
         # to choose.
-        return gr.Textbox(value="", placeholder="none", info=f"{info}; empty for none", **named)
-    if kind in (int, float) and option.minimum is not None and option.maximum is not None:
+        return gr.Textbox(value="", placeholder="none", info=info, **named)
+    if kind in (int, float) and _slides(option):
         return _slider(option, shown, info, named)
     if kind in (int, float):
-        return gr.Number(value=shown, info=info, minimum=option.minimum, maximum=option.maximum,
-                         precision=_precision(kind), step=1 if kind is int else 0.1, **named)
+        top = option.shown_maximum
+        return gr.Number(value=shown, info=info if top is None else f"{info} (up to {_number_text(top)})",
+                         minimum=option.minimum, maximum=top, precision=_precision(kind),
+                         step=1 if kind is int else 0.1, **named)
     if kind in (tuple, list):
         return gr.Textbox(value="\n".join(map(str, shown or ())), info=f"{info}; one per line", lines=2, **named)
     return gr.Textbox(value="" if shown is None else str(shown), info=info, **named)
@@ -70,17 +76,26 @@ def _precision(kind: type) -> int | None:
     return 0 if kind is int else None
 
 
+def _slides(option: Option) -> bool:
+    """Whether the option's control is a slider: a number bounded on both sides (in the app), in whole steps
+    few enough to pick one."""
+    top = option.shown_maximum
+    if option.minimum is None or top is None:
+        return False
+    return option.value_type is float or top - option.minimum <= MAX_SLIDER_STOPS
+
+
 def _slider(option: Option, value, info: str, named: dict) -> gr.Slider:
-    step = 1 if option.value_type is int else (option.maximum - option.minimum) / SLIDER_STEPS
+    top = option.shown_maximum
+    step = 1 if option.value_type is int else (top - option.minimum) / SLIDER_STEPS
     # A slider cannot leave out its lower end, so an exclusive minimum starts one step above it.
     low = option.minimum + step if option.exclusive_minimum else option.minimum
-    return gr.Slider(minimum=low, maximum=option.maximum, value=value, step=step, precision=_precision(option.value_type),
+    return gr.Slider(minimum=low, maximum=top, value=value, step=step, precision=_precision(option.value_type),
                      info=info, **named)
 
 
-def _option_info(option: Option) -> str:
-    bounded = option.minimum is not None or option.maximum is not None
-    return f"{option.help} (range {option.range_text()})" if bounded else option.help
+def _number_text(number: float) -> str:
+    return f"{number:,}" if float(number).is_integer() else f"{number:g}"
 
 
 def read_option(option: Option, raw):
@@ -93,8 +108,9 @@ def read_option(option: Option, raw):
 
 
 # ---- outputs -------------------------------------------------------------------
-def output_control(item: Output, elem_id: str | None = None, label: str | None = None) -> gr.components.Component:
-    named = dict(label=label or label_of(item.name), elem_id=elem_id)
+def output_control(item: Output, elem_id: str | None = None, label: str | None = None,
+                   visible: bool | str = True) -> gr.components.Component:
+    named = dict(label=sentence_case(label or item.shown_label), elem_id=elem_id, visible=visible)
     if item.kind == "text":
         return gr.Textbox(info=item.description or None, lines=6, max_lines=20, interactive=False, buttons=["copy"], **named)
     if item.kind in ("ranked", "label"):
@@ -102,7 +118,9 @@ def output_control(item: Output, elem_id: str | None = None, label: str | None =
     if item.kind == "number":
         return gr.Number(info=item.description or None, interactive=False, **named)
     if item.kind == "image":
-        return gr.Image(format="png", interactive=False, buttons=PICTURE_BUTTONS, **named)
+        return gr.Image(format="png", interactive=False, buttons=PICTURE_BUTTONS, elem_classes="picture-output", **named)
+    if item.kind == "table":  # columns as wide as their words, scrolling sideways in a narrow column
+        return gr.Dataframe(interactive=False, wrap=False, show_search="none", buttons=["copy"], **named)
     return gr.JSON(**named)
 
 
@@ -116,6 +134,8 @@ def show_output(item: Output, value):
         return {str(value["label"]): value["prob"]}
     if item.kind == "text":
         return str(value)
+    if item.kind == "table":
+        return {"headers": list(value[0]) if value else [], "data": [list(row.values()) for row in value]}
     return value
 
 

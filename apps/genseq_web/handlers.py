@@ -28,7 +28,7 @@ from genseq.plugins import TaskInfo, run_guarded
 from genseq.tasks import Input, Option, Output
 
 from .access import ServerAccess
-from .controls import LEFT_OUT, label_of, read_input, read_option, show_output
+from .controls import LEFT_OUT, read_input, read_option, show_output
 from .images import page_error
 from .pool import TaskPool
 
@@ -50,6 +50,7 @@ class TaskCall:
     outputs: list[Output]
     access: ServerAccess
     picks_model: bool = True  # the last value is the model box's (a task that loads no checkpoint has none)
+    notice: bool = False  # each update ends with the line that says how the run ended (notice_of)
 
     @property
     def parameter_names(self) -> list[str]:
@@ -61,11 +62,14 @@ class TaskCall:
         inputs, options, model = self._read(values)
         task = self._guarded(self.pool.get, self.info.task_class, model)
         partials = on_one_thread(lambda: task.stream(inputs, **options), every=UPDATE_INTERVAL)
+        start = time.perf_counter()
         try:
             while (partial := self._guarded(next, partials, _END)) is not _END:
                 if isinstance(partial.get("error"), str):  # a task may report a bad item in its result
                     raise page_error(self.in_page_words(partial["error"]))
                 shown = [show_output(item, partial.get(item.name)) for item in self.outputs]
+                if self.notice:
+                    shown.append(notice_of(partial, time.perf_counter() - start))
                 yield shown[0] if len(shown) == 1 else tuple(shown)
         finally:  # a cancelled request stops the task at its next partial output
             partials.close()
@@ -73,9 +77,9 @@ class TaskCall:
     def _read(self, values: tuple) -> tuple[dict, dict, str | None]:
         raw_model = values[-1] if self.picks_model else None
         raw_inputs, raw_options = values[: len(self.inputs)], values[len(self.inputs) : len(self.inputs) + len(self.options)]
-        inputs = {item.name: self._checked(f"the {item.name}", read_input(item, raw))
+        inputs = {item.name: self._checked(f"the {item.shown_label}", read_input(item, raw))
                   for item, raw in zip(self.inputs, raw_inputs)}
-        options = {option.name: read_option(option, self._checked(f"option {option.name}", raw))
+        options = {option.name: read_option(option, self._checked(f"option {option.shown_label}", raw))
                    for option, raw in zip(self.options, raw_options)}
         options = {name: value for name, value in options.items() if value is not LEFT_OUT}
         return inputs, options, self.access.read_model(raw_model)
@@ -84,9 +88,9 @@ class TaskCall:
         """value, once the text in it (a string, or a list of them from an API client) is within the server's limit;
         the task checks its type."""
         if isinstance(value, (list, tuple)):
-            self.access.check_text(label_of(name), "".join(item for item in value if isinstance(item, str)))
+            self.access.check_text(name, "".join(item for item in value if isinstance(item, str)))
         elif isinstance(value, str):
-            self.access.check_text(label_of(name), value)
+            self.access.check_text(name, value)
         return value
 
     def _guarded(self, function, *args, **kwargs):
@@ -99,12 +103,25 @@ class TaskCall:
             raise page_error(self.in_page_words(str(error))) from error
 
     def in_page_words(self, message: str) -> str:
-        """message with each of the task's option and input names written as the label of its control."""
+        """message with the task's option and input names written as the labels of their controls: a name with an
+        underscore wherever it stands, a plain word only after "option" (so "stop" in a sentence stays a word)."""
         task_class = self.info.task_class
-        names = [item.name for item in (*task_class.options, *task_class.inputs) if item.name != label_of(item.name)]
-        if not names:
+        labels = {item.name: item.shown_label for item in (*task_class.options, *task_class.inputs)
+                  if item.name != item.shown_label}
+        if not labels:
             return message
-        return re.sub(rf"\b(?:{'|'.join(map(re.escape, names))})\b", lambda found: label_of(found.group()), message)
+        names = "|".join(map(re.escape, sorted(labels, key=len, reverse=True)))
+        coded = "|".join(re.escape(name) for name in labels if "_" in name) or "(?!)"
+        return re.sub(rf"\b(option )({names})\b|\b()({coded})\b",
+                      lambda found: (found.group(1) or found.group(3) or "") + labels[found.group(2) or found.group(4)],
+                      message)
+
+
+def notice_of(result: dict, seconds: float) -> str:
+    """The line under a tab's outputs once a run ends: the task's own notice (a result's "notice", such as why a
+    text ended) or just "Finished", with the time it took."""
+    notice = result.get("notice")
+    return f"{notice if isinstance(notice, str) and notice else 'Finished'} ({seconds:.1f} s)."
 
 
 def on_one_thread(start: Callable[[], Iterator], every: float = 0.0) -> Iterator:

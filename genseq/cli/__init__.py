@@ -22,7 +22,7 @@ from ..errors import GenseqError
 
 __all__ = ["main"]
 
-COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "gates", "lab", "serve")
+COMMAND_MODULES = ("tasks", "train", "evaluate", "generate", "gates", "lab", "serve", "export")
 
 
 class Commands(argparse._SubParsersAction):

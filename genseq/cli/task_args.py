@@ -139,9 +139,19 @@ def render(task_class: type[Task], result: dict, skip: Iterable[str] = ()) -> st
             lines.append(f"{output.name}: {value['label']} ({probability(value['prob'])})")
         elif output.kind == "number":
             lines.append(f"{output.name}: {value:.4f}" if isinstance(value, float) else f"{output.name}: {value}")
+        elif output.kind == "table":
+            lines.extend([f"{output.name}:", *table_lines(value)])
         else:
             lines.append(f"{output.name}: {value}")
     return "\n".join(lines)
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """A table output as aligned columns under their names, each as wide as its widest entry."""
+    columns = list(rows[0]) if rows else []
+    cells = [columns, *([str(row[column]) for column in columns] for row in rows)]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
+    return ["  " + "  ".join(entry.ljust(width) for entry, width in zip(line, widths)).rstrip() for line in cells]
 
 
 def probability(value: float) -> str:

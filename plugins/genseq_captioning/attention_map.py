@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genseq.figures import png_bytes, pyplot
+from genseq.figures import BADGE_MARGIN, png_bytes, pyplot
 
 WORD_START = "▁"  # SentencePiece's marker of a piece that begins a word
-COLUMNS = 6  # pictures per line; a long caption wraps onto more lines
+COLUMNS = 3  # pictures per line, each large enough to see what it covers in a page column; a caption wraps onto more lines
 
 
 @dataclass
@@ -58,7 +58,7 @@ def render(rows: list[AttentionRow]) -> bytes:
     plt = pyplot()
 
     lines = [(row, chunk) for row in rows for chunk in _chunks(len(row.words) + 1)]
-    figure, axes = plt.subplots(len(lines), COLUMNS, figsize=(2.0 * COLUMNS, 2.25 * len(lines)), squeeze=False)
+    figure, axes = plt.subplots(len(lines), COLUMNS, figsize=(3.0 * COLUMNS, 3.3 * len(lines)), squeeze=False)
     for (row, chunk), line_axes in zip(lines, axes):
         for axis, index in zip(line_axes, list(chunk) + [None] * (COLUMNS - len(chunk))):
             axis.axis("off")
@@ -66,12 +66,12 @@ def render(rows: list[AttentionRow]) -> bytes:
                 continue
             axis.imshow(row.square)
             if index == 0:
-                axis.set_title(_shorten(row.caption), fontsize=9)
+                axis.set_title(_shorten(row.caption), fontsize=12)
                 continue
             heat = upsample(row.weights[index - 1], row.square.size[0])
             axis.imshow(heat, cmap="inferno", alpha=0.6, vmin=0.0, vmax=1.0)
-            axis.set_title(row.words[index - 1], fontsize=11)
-    return png_bytes(figure, dpi=72)
+            axis.set_title(row.words[index - 1], fontsize=16)
+    return png_bytes(figure, dpi=80, top_margin=BADGE_MARGIN)
 
 
 def _chunks(count: int) -> list[range]:

@@ -1,4 +1,5 @@
-"""The `captioning` task: image in, caption out, with its log-probability, the ranked beams and attention maps.
+"""The `captioning` task: image in, caption out, with its log-probability, the ranked beams, attention maps and
+each word's confidence.
 
 Images arrive as paths (the CLI) or PIL images (the web app). A file that
 cannot be read gives that item {"image", "error"} with one sentence; the
@@ -10,29 +11,45 @@ from __future__ import annotations
 
 import time
 
-from genseq.tasks import Input, Option, Output, Task, generation_config, generation_options
+from genseq.tasks import Example, Input, Option, Output, Task, generation_config, generation_options
 
 
 class CaptioningTask(Task):
     name = "captioning"
-    description = "Describe an image in words: a CNN encoder and an LSTM decoder with attention."
-    inputs = (Input("image", "image", "an image file (any format Pillow reads) or a PIL image"),)
+    description = ("Give it a picture and it writes a short caption, showing where it looked for each word. "
+                   "It knows emoji and clip art, not photographs.")
+    inputs = (Input("image", "image", "an image file (any format Pillow reads) or a PIL image", label="picture"),)
     outputs = (
         Output("caption", "text", "the best caption"),
-        Output("captions", "ranked", "every beam's caption with its probability (with num_beams above 1)"),
+        Output("captions", "ranked", "every beam's caption with its average probability per token (with num_beams "
+               "above 1)", label="beams", advanced=True),
         Output("attention", "image", "the image with one attention heat map per word (with the attention option)"),
+        Output("confidence", "table", "each word of the caption with the model's average probability of its tokens "
+               "(with the word_confidence option)", label="word confidence"),
     )
     options = (
         # Greedy unless the caller samples (beam search sets a default temperature aside), and a caption per beam.
-        *generation_options(without=("stop", "banned_ids"), max_new_tokens=40, temperature=0.0, num_return_sequences=None),
-        Option("attention", False, "return the attention-map picture of each image", app_default=True),
+        *generation_options(without=("stop", "banned_ids"), primary=("num_beams", "max_new_tokens"), max_new_tokens=40,
+                            temperature=0.0, num_return_sequences=None),
+        Option("attention", False, "return the attention-map picture of each image", app_default=True, advanced=True,
+               label="show where it looked"),
+        Option("word_confidence", False, "list each word of the caption with the model's probability of it",
+               app_default=True, advanced=True, label="show word confidence"),
         Option("attention_map", None, "write a PNG of the attention maps here (one row per image)", type=str,
                server_side=True),
     )
-    examples = tuple({"image": f"examples/{name}.png"} for name in (
-        "shark", "flamingo", "dog_face", "cactus", "red_apple", "woman_biking", "emoji_1f600", "emoji_1f431"))
+    examples = tuple(Example(label, {"image": f"examples/{name}.png"}) for label, name in (
+        ("shark", "shark"), ("flamingo", "flamingo"), ("dog face", "dog_face"), ("cactus", "cactus"),
+        ("red apple", "red_apple"), ("woman biking", "woman_biking"), ("grinning face", "emoji_1f600"),
+        ("cat face", "emoji_1f431")))
     model_kinds = ("captioner",)
     commands = ".cli"  # genseq train / eval captioning
+
+    @classmethod
+    def default_model_dir(cls):
+        from .captioner import default_dir
+
+        return str(default_dir())
 
     def load(self, model_path):
         from .captioner import default_dir, load_captioner
@@ -61,6 +78,8 @@ class CaptioningTask(Task):
             result, row = self._result(captioner, captions[position], weights[position], loaded.squares[position])
             results[index].update(result, seed=seed, seconds=seconds)
             rows.append(row)
+            if options.get("word_confidence"):
+                results[index]["confidence"] = _word_confidence(captioner, features[position], captions[position][0])
         self._pictures(captioner, results, loaded.rows, rows, options)
         return results
 
@@ -83,7 +102,8 @@ class CaptioningTask(Task):
             "caption": best.text,
             "logprob": best.logprob,
             "finish_reason": best.finish_reason,
-            "captions": [{"label": c.text, "prob": math.exp(c.logprob)} for c in ranked],
+            # per token, so that a longer caption is not made to look less likely than a short one
+            "captions": [{"label": c.text, "prob": math.exp(c.logprob / max(len(c.tokens), 1))} for c in ranked],
             "words": words,
             "attention_weights": grids.round(4).tolist(),  # (W, h, w): where the decoder looked for each word
         }
@@ -108,6 +128,24 @@ class CaptioningTask(Task):
 
             for index, row in zip(indices, rows):
                 results[index]["attention"] = Image.open(io.BytesIO(render([row])))
+
+
+def _word_confidence(captioner, features, best) -> list[dict]:
+    """Each word of the caption with the mean of the decoder's probabilities of its tokens, read by teacher forcing
+    on the image's features (C, h, w)."""
+    import torch
+
+    from .attention_map import words_and_weights
+
+    tokens = best.tokens[:-1] if best.finish_reason == "eos" else best.tokens
+    inputs = torch.tensor([[captioner.tokenizer.bos_id, *tokens[:-1]]], device=captioner.device)  # (1, T)
+    with torch.inference_mode():
+        logits, _ = captioner.decoder(features[None].to(captioner.device).float(), inputs)  # (1, T, V)
+    chosen = torch.tensor(tokens, device=logits.device)[:, None]
+    probabilities = logits[0].float().softmax(-1).gather(1, chosen)[:, 0].cpu()  # (T,)
+    pieces = [captioner.tokenizer.id_to_piece(token) for token in tokens]
+    words, means = words_and_weights(pieces, probabilities.reshape(-1, 1, 1))  # a word's pieces share their mean
+    return [{"word": word, "confidence": round(float(mean), 4)} for word, mean in zip(words, means.reshape(-1))]
 
 
 def _write_png(path: str, data: bytes) -> None:

@@ -9,33 +9,49 @@ from __future__ import annotations
 import time
 
 from genseq.errors import ConfigError
-from genseq.tasks import Action, Input, Option, Output, Task, generation_config, generation_options
+from genseq.tasks import Action, Example, Input, Option, Output, Task, generation_config, generation_options
 
 
 class CompletionTask(Task):
     name = "completion"
-    description = "Continue a prompt with the language model, or suggest the most likely next words."
+    description = ("Type the start of a text and the language model writes what might come next, or suggests the "
+                   "next word.")
     commands = ".commands"  # `genseq train completion` and `genseq eval completion`: its language model
-    inputs = (Input("prompt", "text", "the text to continue; empty starts a new document"),)
+    inputs = (Input("prompt", "text", "the text to continue; empty starts a new document",
+                    placeholder="Type the start of a text, or pick an example below"),)
     echo_input = "prompt"
     outputs = (
-        Output("text", "text", "the continuation (the best one)"),
+        Output("text", "text", "the continuation (the best one)", label="continuation"),
         Output("suggestions", "ranked", "the most likely next words (with suggest)"),
+        Output("tokens", "table", "each token written, with the model's own probability of it (before temperature "
+               "and top-p)", label="token probabilities"),
         Output("completions", "json", "every continuation with its tokens, log-probability and finish reason"),
     )
     options = (
         # README's samples: the text reads best a little cooler than the model's own distribution, without its
         # unlikeliest tail; beam search sets both aside while they stay at these defaults.
-        *generation_options(temperature=0.7, top_p=0.9),
+        *generation_options(temperature=0.7, top_p=0.9, primary=("max_new_tokens", "temperature", "top_p")),
         Option("suggest", 0, "instead of continuing, list this many most likely next words", minimum=0, maximum=100,
-               advanced=True, app_default=5),
+               advanced=True, app_default=5, label="words to suggest"),
+        Option("token_probabilities", False, "list each token written with the model's probability of it",
+               advanced=True, app_default=True, label="show token probabilities"),
+        Option("style", "", "write in this style label of the model (genseq tasks --json lists them); empty: none"),
     )
     # The web tab's second button: the next words, a click on one adds it to the prompt.
     actions = (Action("suggest", "Suggest next words", options=("suggest",), outputs=("suggestions",),
                       continues="prompt"),)
-    examples = ({"prompt": "Shall I compare thee to a summer's day?"}, {"prompt": "It is a truth universally acknowledged"},
-                {"prompt": "Call me Ishmael."})
+    examples = (Example("A speech to Congress",
+                        {"prompt": "Fellow-citizens of the Senate and of the House of Representatives:"}),
+                Example("Shakespeare", {"prompt": "Shall I compare thee to a summer's day?"}),
+                Example("Jane Austen", {"prompt": "It is a truth universally acknowledged"}),
+                Example("Moby-Dick", {"prompt": "Call me Ishmael."}))
     model_kinds = ("lm",)
+
+    @classmethod
+    def default_model_dir(cls):
+        from genseq import default_model_dir
+
+        return str(default_model_dir())
 
     def load(self, model_path):
         from genseq import default_model_dir, from_pretrained
@@ -46,17 +62,20 @@ class CompletionTask(Task):
     def predict(self, loaded, batch, options):
         model, tokenizer = loaded
         if options["suggest"]:
-            return [self._suggest(model, tokenizer, item["prompt"], options["suggest"]) for item in batch]
+            return [self._suggest(model, tokenizer, item["prompt"], options["suggest"], options.get("style")) for item in batch]
         from genseq.generation import generate
 
         config, seed = generation_config(options)
         start = time.perf_counter()
-        per_prompt = generate(model, tokenizer, [_without_trailing_space(item["prompt"]) for item in batch], config)
+        per_prompt = generate(model, tokenizer, [_without_trailing_space(item["prompt"]) for item in batch], config,
+                              style=options.get("style"))
         seconds = time.perf_counter() - start
         for item, completions in zip(batch, per_prompt):
             for completion in completions:
                 completion.text = _after(item["prompt"], completion.text)
-        return [self._result(item["prompt"], completions, seed, seconds) for item, completions in zip(batch, per_prompt)]
+        return [self._result(item["prompt"], completions, seed, seconds,
+                             self._tokens(model, tokenizer, item["prompt"], options, completions[0]))
+                for item, completions in zip(batch, per_prompt)]
 
     @classmethod
     def check_options(cls, options):
@@ -85,12 +104,14 @@ class CompletionTask(Task):
         config, seed = generation_config(options)
         start = time.perf_counter()
         prompt = inputs["prompt"]
-        deltas, text = stream(model, tokenizer, _without_trailing_space(prompt), config), ""
+        deltas, text = stream(model, tokenizer, _without_trailing_space(prompt), config, style=options.get("style")), ""
         for delta in deltas:
             text = _after(prompt, text + delta)
             yield {"text": text}
         deltas.completion.text = _after(prompt, deltas.completion.text)
-        yield self._result(prompt, [deltas.completion], seed, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        table = self._tokens(model, tokenizer, prompt, options, deltas.completion)
+        yield self._result(prompt, [deltas.completion], seed, seconds, table)
 
     def to_json(self, batch, results):
         if results and "suggestions" in results[0]:
@@ -105,19 +126,56 @@ class CompletionTask(Task):
 
     # ---- helpers -------------------------------------------------------------------
     @staticmethod
-    def _result(prompt, completions, seed, seconds):
+    def _result(prompt, completions, seed, seconds, tokens):
         return {
             "text": completions[0].text,
+            "tokens": tokens,
+            "notice": FINISHED.get(completions[0].finish_reason, f"Finished: {completions[0].finish_reason}"),
             "completions": [c.to_dict() for c in completions],
             "seed": seed,
             "seconds": round(seconds, 4),
         }
 
     @staticmethod
-    def _suggest(model, tokenizer, prompt, k):
+    def _tokens(model, tokenizer, prompt, options, completion):
+        if not options.get("token_probabilities"):
+            return None
+        return _token_table(model, tokenizer, prompt, options.get("style"), completion)
+
+    @staticmethod
+    def _suggest(model, tokenizer, prompt, k, style):
         from .suggest import next_words
 
-        return {"suggestions": [{"label": s["word"], "prob": s["prob"]} for s in next_words(model, tokenizer, prompt, k)]}
+        return {"suggestions": [{"label": s["word"], "prob": s["prob"]}
+                                for s in next_words(model, tokenizer, prompt, k, style)]}
+
+
+# A finished text's notice in the web app, by the engine's finish reason
+FINISHED = {"eos": "Finished: end of text (the model ended it)", "length": "Finished: length (max new tokens reached)",
+            "stop": "Finished: stop (a stop string was written)", "time": "Finished: time limit reached"}
+
+
+def _token_table(model, tokenizer, prompt: str, style: str | None, completion) -> list[dict]:
+    """Each token of the completion as text, with the model's own probability of it after the prompt (one pass
+    over both, as the engine read them: after an end of text, in the style's prefix)."""
+    import torch
+
+    prompt_ids = tokenizer.style_prefix(style) + tokenizer.encode(_without_trailing_space(prompt))
+    device = next(model.parameters()).device
+    ids = torch.tensor([[tokenizer.eos_id, *prompt_ids, *completion.tokens]], device=device)  # (1, T)
+    with torch.inference_mode():
+        logits, _ = model(ids[:, :-1])  # (1, T - 1, V)
+    written = ids[0, 1 + len(prompt_ids):]  # (N,)
+    probabilities = logits[0, len(prompt_ids):].float().softmax(-1).gather(1, written[:, None])[:, 0]  # (N,)
+    return [{"token": _shown_piece(tokenizer, token), "probability": round(probability, 4)}
+            for token, probability in zip(written.tolist(), probabilities.tolist())]
+
+
+def _shown_piece(tokenizer, token: int) -> str:
+    if token == tokenizer.eos_id:
+        return "(end of text)"
+    piece = tokenizer.id_to_piece(token)
+    return piece.replace("\u2581", " ").strip() or piece  # "▁the": "the", a word start
 
 
 def _without_trailing_space(prompt: str) -> str:

@@ -7,24 +7,33 @@ text) and `tokens` (each token with P(positive) after it, for --json).
 
 from __future__ import annotations
 
-from genseq.tasks import Input, Option, Output, Task
+from genseq.tasks import Example, Input, Option, Output, Task
 
 
 class SentimentTask(Task):
     name = "sentiment"
-    description = "Say whether a short text is positive or negative: the seed article's embedding + LSTM classifier."
-    inputs = (Input("text", "text", "the text to classify"),)
+    description = ("Type a short text, a tweet about a flight say, and see whether it reads as positive or negative, "
+                   "and how that opinion moves word by word.")
+    inputs = (Input("text", "text", "the text to classify",
+                    placeholder="Type a short text, such as a tweet to an airline, or pick an example below"),)
     outputs = (
         Output("sentiment", "label", "positive or negative, with its probability"),
         Output("opinion", "image", "P(positive) after each token"),
         Output("tokens", "json", "each token with P(positive) after it"),
     )
-    options = (Option("threshold", 0.5, "P(positive) from which a text is called positive", minimum=0.0, maximum=1.0,
-                      advanced=True),)
-    examples = ({"text": "Thank you so much, the crew was wonderful!"},
-                {"text": "Two hours on the tarmac and nobody told us anything."})
+    options = (Option("threshold", 0.5, "the probability of positive from which a text is called positive",
+                      minimum=0.0, maximum=1.0, advanced=True),)
+    examples = (Example("thanks", {"text": "Thank you so much, the crew was wonderful!"}),
+                Example("a delay", {"text": "Two hours on the tarmac and nobody told us anything."}),
+                Example("mild praise", {"text": "The flight was not bad at all"}))
     model_kinds = ("sentiment",)
     commands = ".cli"  # genseq train / eval sentiment
+
+    @classmethod
+    def default_model_dir(cls):
+        from .model import default_dir
+
+        return str(default_dir())
 
     def load(self, model_path):
         from .model import load_sentiment
