@@ -35,7 +35,8 @@ class CompletionTask(Task):
                advanced=True, app_default=5, label="words to suggest"),
         Option("token_probabilities", False, "list each token written with the model's probability of it",
                advanced=True, app_default=True, label="show token probabilities"),
-        Option("style", "", "write in this style label of the model (genseq tasks --json lists them); empty: none"),
+        Option("style", "", "write in this style label of the model (genseq tasks --json lists them); empty: none",
+               advanced=True),
     )
     # The web tab's second button: the next words, a click on one adds it to the prompt.
     actions = (Action("suggest", "Suggest next words", options=("suggest",), outputs=("suggestions",),
