@@ -25,7 +25,8 @@ _EXPORTS = {  # module -> the names it gives the package
     ".precision": ("decoding_step",),
     ".processors": ("BannedTokens", "LogitsProcessor", "MinNewTokens", "MinP", "NoRepeatNGram", "RepetitionPenalty",
                     "Temperature", "TopK", "TopP", "TypicalP", "apply_processors", "build_processors"),
-    ".text": ("Completion", "IncrementalDecoder", "TextStream", "completion", "generate", "stream"),
+    ".text": ("Completion", "IncrementalDecoder", "TextStream", "completion", "continuation_logprobs", "generate",
+              "stream"),
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 

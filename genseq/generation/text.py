@@ -193,6 +193,18 @@ class _RowText:
 
 
 # ---- helpers --------------------------------------------------------------------------------
+def continuation_logprobs(model: DecodableModel, tokenizer, prompt: str, tokens: list[int], style: str | None = None):
+    """(N, V) log-probabilities under the model's own distribution (before temperature or any other processor) at
+    each of the N tokens written after prompt, read as generate() reads it; one pass over prompt and tokens."""
+    import torch
+
+    context = [tokenizer.eos_id, *_style_prefix(tokenizer, style), *tokenizer.encode(prompt)]
+    ids = torch.tensor([context + tokens[:-1]], device=next(model.parameters()).device)  # (1, T)
+    with torch.inference_mode():
+        logits, _ = model(ids)  # (1, T, V)
+    return torch.log_softmax(logits[0, len(context) - 1 :].float(), dim=-1)  # the position before each token
+
+
 def _config(config: GenerationConfig | None, options: dict) -> GenerationConfig:
     config = config or GenerationConfig()
     return config.updated(**options) if options else config

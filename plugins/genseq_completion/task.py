@@ -157,19 +157,16 @@ FINISHED = {"eos": "Finished: end of text (the model ended it)", "length": "Fini
 
 
 def _token_table(model, tokenizer, prompt: str, style: str | None, completion) -> list[dict]:
-    """Each token of the completion as text, with the model's own probability of it after the prompt (one pass
-    over both, as the engine read them: after an end of text, in the style's prefix)."""
+    """Each token of the completion as text, with the model's own probability of it after the prompt."""
     import torch
 
-    prompt_ids = tokenizer.style_prefix(style) + tokenizer.encode(_without_trailing_space(prompt))
-    device = next(model.parameters()).device
-    ids = torch.tensor([[tokenizer.eos_id, *prompt_ids, *completion.tokens]], device=device)  # (1, T)
-    with torch.inference_mode():
-        logits, _ = model(ids[:, :-1])  # (1, T - 1, V)
-    written = ids[0, 1 + len(prompt_ids):]  # (N,)
-    probabilities = logits[0, len(prompt_ids):].float().softmax(-1).gather(1, written[:, None])[:, 0]  # (N,)
+    from genseq.generation import continuation_logprobs
+
+    written = completion.tokens
+    logprobs = continuation_logprobs(model, tokenizer, _without_trailing_space(prompt), written, style)  # (N, V)
+    probabilities = logprobs.gather(1, torch.tensor(written, device=logprobs.device)[:, None])[:, 0].exp()  # (N,)
     return [{"token": _shown_piece(tokenizer, token), "probability": round(probability, 4)}
-            for token, probability in zip(written.tolist(), probabilities.tolist())]
+            for token, probability in zip(written, probabilities.tolist())]
 
 
 def _shown_piece(tokenizer, token: int) -> str:

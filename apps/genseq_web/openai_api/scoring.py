@@ -51,11 +51,9 @@ def score_tokens(model: LanguageModel, tokenizer: Tokenizer, prompt: str, tokens
         return []
     import torch
 
-    context = [tokenizer.eos_id, *tokenizer.style_prefix(style), *tokenizer.encode(prompt)]
-    ids = torch.tensor([context + tokens[:-1]], device=model.embedding.weight.device)  # (1, T)
-    with torch.inference_mode():
-        logits, _ = model(ids)  # (1, T, V)
-    logprobs = torch.log_softmax(logits[0, len(context) - 1 :].float(), dim=-1)  # (N, V): the position before each token
+    from genseq.generation import continuation_logprobs
+
+    logprobs = continuation_logprobs(model, tokenizer, prompt, tokens, style)  # (N, V)
     chosen = logprobs.gather(1, torch.tensor(tokens, device=logprobs.device)[:, None])[:, 0].tolist()
     best = torch.topk(logprobs, k=top, dim=-1) if top else None
     return [TokenScore(piece(tokenizer, token), value, _top(tokenizer, best, row)) for row, (token, value)
