@@ -188,7 +188,7 @@ class OpenAIServer:
         default = self._default_model()
         if default is not None:
             found[default.id] = default
-        for directory in self._directories():
+        for directory in self.access.models_for():
             if Path(directory).name not in found and (model := self._checkpoint(directory)) is not None:
                 found[model.id] = model
         return list(found.values())
@@ -197,7 +197,7 @@ class OpenAIServer:
         """The model a request names: an id /v1/models lists, or a checkpoint path the web app's model box takes."""
         if name == DEFAULT_MODEL and (default := self._default_model()) is not None:
             return default
-        for directory in self._directories():  # in the order models() lists them, reading only those named so
+        for directory in self.access.models_for():  # in the order models() lists them, reading only those named so
             if Path(directory).name == name and (model := self._checkpoint(directory)) is not None:
                 return model
         refusal = ApiError(404, f"model {_shown(name)} is not one of this server's models; GET /v1/models lists them",
@@ -212,17 +212,13 @@ class OpenAIServer:
                                 "task here continues text with; GET /v1/models lists the ones that do", "model")
         return model
 
-    def _directories(self) -> list[str]:
-        """The checkpoints the server was started with, then those in its models directory."""
-        return [*sorted(map(str, self.access.models)), *self.access.checkpoint_dirs()]
-
     def _default_model(self) -> ServedModel | None:
         info = next((info for info in self.infos if info.name == DEFAULT_TASK and info.ok), None)
         if info is None or not continues_text(info.task_class):
             return None
         override = self.overrides.get(DEFAULT_TASK)
         directory = self.access.read_model(override) if override else None
-        config_dir = directory or _embedded_default()
+        config_dir = directory or _default_dir(info.task_class)
         kind = checkpoint_kind(Path(config_dir)) if config_dir else None
         return ServedModel(DEFAULT_MODEL, directory, kind, info, config_dir)
 
@@ -366,11 +362,9 @@ def _set(options: dict, fields: dict, allowed: list[str], name: str, field: str,
     options[name], fields[name] = value, field
 
 
-def _embedded_default() -> str | None:
-    """The directory of genseq's embedded default model, which the default task loads when given none."""
-    from genseq import default_model_dir
-
+def _default_dir(task_class: type[Task]) -> str | None:
+    """The checkpoint the task loads when given none, or None where it is not installed."""
     try:
-        return str(default_model_dir())
+        return task_class.default_model_dir()
     except (GenseqError, OSError):
         return None
