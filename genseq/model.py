@@ -259,3 +259,24 @@ def open_forget_gates(lstm: nn.LSTM) -> None:
 def detach_state(state: State) -> State:
     """Cut the graph between BPTT windows while keeping the values."""
     return tuple(s.detach() for s in state)
+
+
+def with_vocabulary(model: LanguageModel, vocab_size: int) -> LanguageModel:
+    """model with vocab_size ids, the ones it has keeping their weights (a tokenizer that gained pieces).
+
+    Each new id's embedding, output row and output bias start at the mean of the existing ones: an
+    average token, which the model's layers already know what to do with, where a random row would
+    be a token it has never met.
+    """
+    grown = vocab_size - model.config.vocab_size
+    if grown < 0:
+        raise ValueError(f"a vocabulary only grows: {vocab_size} ids for a model of {model.config.vocab_size}")
+    if grown == 0:
+        return model
+    state = model.state_dict()
+    for name in ("embedding.weight", "output.weight", "output.bias"):
+        old = state[name]
+        state[name] = torch.cat([old, old.mean(dim=0, keepdim=True).expand(grown, *old.shape[1:])])
+    larger = LanguageModel(ModelConfig(**{**model.config.to_dict(), "vocab_size": vocab_size}))
+    larger.load_state_dict(state)
+    return larger.train(model.training)

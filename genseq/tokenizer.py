@@ -13,7 +13,8 @@ type needs at least MIN_VOCAB_SIZE pieces and is saved in the same file format.
 Style labels are SentencePiece control symbols, "<style:NAME>": each is one id
 that encode() never produces from text and decode() leaves out, so a label can
 start its documents in training and a prompt in generation without ever
-appearing in the text either side.
+appearing in the text either side. A trained tokenizer gains labels with
+with_styles(): their symbols follow its last piece, so every text keeps its ids.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import functools
 import io
 import os
 import re
+import struct
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -129,6 +131,15 @@ class Tokenizer:
             reason = str(error).split("]")[-1].strip() or "it cannot be parsed"
             raise CheckpointError(f"{path} is not a readable SentencePiece model ({reason})") from None
 
+    def with_styles(self, styles: Iterable[str]) -> "Tokenizer":
+        """This tokenizer with a control symbol for each of styles it has not, numbered after its last piece.
+
+        encode() gives every text the ids it gave before, so a model trained with this
+        tokenizer keeps its embeddings and only gains rows (genseq.model.with_vocabulary).
+        """
+        added = [check_label(style) for style in dict.fromkeys(styles) if style not in self.styles]
+        return Tokenizer(self._model_proto + b"".join(_control_piece_field(style_piece(style)) for style in added))
+
     def to_bytes(self) -> bytes:
         return self._model_proto
 
@@ -233,6 +244,28 @@ class Tokenizer:
 def style_piece(style: str) -> str:
     """The control symbol of a style label."""
     return f"<style:{style}>"
+
+
+def _control_piece_field(piece: str) -> bytes:
+    """A SentencePiece ModelProto's `pieces` field (number 1) holding one control symbol of score 0.
+
+    Appended to a serialized model it becomes the last piece: protobuf parsers add a repeated field's
+    entries in the order they come. The message is SentencePiece{piece = 1; score = 2; type = 3}, with
+    type 3 CONTROL (sentencepiece_model.proto).
+    """
+    text = piece.encode()
+    body = b"\x0a" + _varint(len(text)) + text + b"\x15" + struct.pack("<f", 0.0) + b"\x18\x03"
+    return b"\x0a" + _varint(len(body)) + body
+
+
+def _varint(value: int) -> bytes:
+    """value as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
 
 
 def check_label(label: str) -> str:

@@ -46,7 +46,7 @@ from .data import ContiguousBatches, StreamingBatches, TokenStream
 from .distributed import World
 from .errors import ConfigError, DataError
 from .evaluate import score_segments, scored_count, segments
-from .model import LanguageModel, ModelConfig, State, detach_state
+from .model import LanguageModel, ModelConfig, State, detach_state, with_vocabulary
 from .runs import (
     STATE_JSON,
     STATE_TENSORS,
@@ -358,9 +358,8 @@ def train_language_model(
             refuse_existing_run(out_dir)
         if init:
             model, tokenizer, started_from = fine_tuning_start(init, model_options or {})
-            check_labels_known(labelled(data, streaming=streaming), tokenizer,
-                               f"--init {init} has no style for the labels {{}} of --data (a trained tokenizer cannot "
-                               "gain tokens); fine-tune without labels, or train a new model with them")
+            model, tokenizer, started_from = with_labels(model, tokenizer, started_from,
+                                                         labelled(data, streaming=streaming).label_names())
         else:
             tokenizer = new_tokenizer(labelled(data, streaming=streaming), world, tokenizer_path, vocab_size,
                                       tokenizer_type, streaming)
@@ -430,6 +429,17 @@ def fine_tuning_start(init: str, dropouts: dict) -> tuple[LanguageModel, Tokeniz
         tuned.load_state_dict(model.state_dict())
         model = tuned
     return model.train(), tokenizer, origin
+
+
+def with_labels(model: LanguageModel, tokenizer: Tokenizer, started_from: dict,
+                labels: list[str]) -> tuple[LanguageModel, Tokenizer, dict]:
+    """A fine-tune's model and tokenizer with a style for each of labels: the checkpoint's own, plus a control
+    symbol and an embedding row for each label it lacks, which config.json's "init" lists as added."""
+    added = [label for label in labels if label not in tokenizer.styles]
+    if not added:
+        return model, tokenizer, started_from
+    tokenizer = tokenizer.with_styles(added)
+    return with_vocabulary(model, tokenizer.vocab_size), tokenizer, {**started_from, "labels_added": added}
 
 
 def check_labels_known(source, tokenizer: Tokenizer, problem: str) -> None:

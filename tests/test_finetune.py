@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 from genseq import from_pretrained
 from genseq.cli import main
@@ -110,13 +111,41 @@ def test_init_and_resume_together_are_refused(trained_run, train_file, valid_fil
     assert "--init starts a new fine-tune and --resume continues a run from its own checkpoint" in capsys.readouterr().err
 
 
-def test_a_fine_tune_refuses_labels_its_checkpoint_has_no_style_for(trained_run, train_file, valid_file, tmp_path,
+def test_a_fine_tune_adds_the_labels_its_checkpoint_has_no_style_for(trained_run, train_file, valid_file, tmp_path,
                                                                      capsys):
-    labelled = tmp_path / "data" / "gothic"
-    labelled.mkdir(parents=True)
-    (labelled / "a.txt").write_text(train_file.read_text())
-    code = main(["train", "completion", "--init", str(trained_run), "--data", str(tmp_path / "data"),
-                 "--labels-from", "folders", "--valid", str(valid_file), "--out", str(tmp_path / "tuned"), "--no-progress"])
-    error = capsys.readouterr().err.splitlines()[-1]  # after the line naming the fine-tuning defaults
-    assert code == 2 and error.startswith("genseq: error: ")
-    assert "has no style for the labels gothic of --data (a trained tokenizer cannot gain tokens)" in error
+    for split, source in (("data", train_file), ("valid", valid_file)):
+        (tmp_path / split / "gothic").mkdir(parents=True)
+        (tmp_path / split / "gothic" / "a.txt").write_text(source.read_text())
+    out = tmp_path / "tuned"
+    assert main(["train", "completion", "--init", str(trained_run), "--data", str(tmp_path / "data"),
+                 "--labels-from", "folders", "--valid", str(tmp_path / "valid"), "--out", str(out), "--batch-size", "4",
+                 "--bptt", "8", "--max-steps", "3", "--no-progress"]) == 0
+    start, start_tokenizer = from_pretrained(trained_run)
+    tuned, tokenizer = from_pretrained(out / "last")
+    assert tokenizer.styles == {"gothic": start_tokenizer.vocab_size}  # numbered after the checkpoint's pieces
+    text = train_file.read_text()[:500]
+    assert tokenizer.encode(text) == start_tokenizer.encode(text)
+    assert tuned.config.vocab_size == start.config.vocab_size + 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["gothic"] and config["init"]["labels_added"] == ["gothic"]
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out), "--prompt", "The", "--style", "gothic", "--max-new-tokens", "3",
+                 "--seed", "1"]) == 0
+
+
+def test_a_grown_vocabulary_keeps_every_weight_and_starts_new_ids_at_the_mean(trained_run):
+    from genseq.model import with_vocabulary
+
+    model, _ = from_pretrained(trained_run)
+    grown = with_vocabulary(model, model.config.vocab_size + 2)
+    old, new = model.state_dict(), grown.state_dict()
+    for name, tensor in old.items():
+        if name in ("embedding.weight", "output.weight", "output.bias"):
+            assert new[name][: len(tensor)].equal(tensor)
+            assert torch.allclose(new[name][len(tensor):], tensor.mean(dim=0).expand(2, *tensor.shape[1:]))
+        else:
+            assert new[name].equal(tensor), name
+    ids = torch.tensor([[5, 6, 7]])
+    model.eval(), grown.eval()
+    logits, _ = model(ids)
+    assert torch.allclose(grown(ids)[0][..., : model.config.vocab_size], logits, atol=1e-6)
