@@ -82,6 +82,8 @@ class Option:
     control's plain name (the name with spaces when empty), which the app's error messages use too;
     app_maximum, for a number without a maximum, is the top of the app's control (a slider when the option has a
     minimum), the values people want, while the command line and API still take any larger one.
+    choices_from_model: a string option whose choices the model gives (Task.choices_from_model, such as its style
+    labels), empty for none of them: the web app shows a drop-down of the selected model's, hidden when it has none.
     """
 
     name: str
@@ -97,6 +99,7 @@ class Option:
     app_default: Any = None
     label: str = ""
     app_maximum: float | None = None
+    choices_from_model: bool = False
 
     @property
     def value_type(self) -> type:
@@ -168,7 +171,8 @@ class Action:
 
     The main Run leaves those options at their defaults and those outputs alone. continues names a text input:
     a label picked from the action's first (ranked) output continues that input (it completes the word the
-    input ends in, or follows it after a space), and the action runs again on the longer input.
+    input ends in, or follows it after a space), and the action runs again on the longer input. shares names
+    options of the main Run the action takes too, from the same controls (completion's suggestions, its style).
     """
 
     name: str
@@ -176,6 +180,7 @@ class Action:
     options: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     continues: str | None = None
+    shares: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,43 @@ class Example:
 
     label: str
     values: dict
+
+
+@dataclass(frozen=True)
+class TextTraining:
+    """That a task's model can be trained from plain texts (the web app's Train tab), and how: `genseq train NAME`
+    with the data, validation, output and time-budget flags named here, the flags of the starting point picked
+    (starts: its name in words -> its flags, in order), and --OPTION-NAME VALUE for each option given (None, the
+    default, leaves a flag out: the command's own default, which may depend on the start, holds).
+
+    samples: a few runs of the trained model, each {input or option name: value}, shown when training ends.
+    """
+
+    starts: dict[str, tuple[str, ...]]
+    options: tuple[Option, ...] = ()
+    samples: tuple[dict, ...] = ()
+    data_flag: str = "--data"
+    valid_flag: str = "--valid"
+    out_flag: str = "--out"
+    budget_flag: str = "--max-time"  # takes seconds
+
+    def command(self, task: str, start: str, data: str, valid: str, out: str, seconds: float,
+                options: dict) -> list[str]:
+        """The arguments of `genseq` that train the task's model; ConfigError for an unknown start or option, or
+        an option's value out of its range."""
+        if start not in self.starts:
+            raise ConfigError(f"starting point {start!r} is not one of {', '.join(self.starts)}")
+        known = {option.name: option for option in self.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigError(f"training has no option {', '.join(unknown)}; its options are: {', '.join(known) or 'none'}")
+        words = ["train", task, self.data_flag, data, self.valid_flag, valid, self.out_flag, out,
+                 self.budget_flag, f"{seconds:g}", *self.starts[start]]
+        for name, value in options.items():
+            checked = known[name].check(value)
+            if checked is not None:
+                words += ["--" + name.replace("_", "-"), str(checked)]
+        return words
 
 
 class Task:
@@ -204,6 +246,7 @@ class Task:
     # The checkpoint kinds (config.json "kind") load() takes, offered in the tab's model box: () for a task that
     # loads no checkpoint (no model box), None when undeclared (every checkpoint is offered).
     model_kinds: ClassVar[tuple[str, ...] | None] = None
+    text_training: ClassVar[TextTraining | None] = None  # None: its model is not trained from the web app
 
     def __init__(self, model: str | None = None, device: str = "cpu"):
         self.model_path, self.device = model, device
@@ -248,6 +291,21 @@ class Task:
             return None
 
     @classmethod
+    def choices_from_model(cls, option: str, directory: str) -> tuple[str, ...]:
+        """The choices the checkpoint in directory offers for an option declared with choices_from_model, read
+        without loading its model (the web app asks at each pick of its model box); none unless overridden."""
+        return ()
+
+    @classmethod
+    def option_choices(cls, option: str, model_path: str | None = None) -> tuple[str, ...]:
+        """choices_from_model for the checkpoint model_path (None: the default model); () when there is none."""
+        try:
+            directory = model_path or cls.default_model_dir()
+        except GenseqError:  # a default not installed offers no choices
+            return ()
+        return tuple(cls.choices_from_model(option, str(directory))) if directory else ()
+
+    @classmethod
     def streams(cls) -> bool:
         """Whether the task yields partial outputs (it overrides predict_stream), so a front end can offer Stop."""
         return cls.predict_stream is not Task.predict_stream
@@ -255,7 +313,8 @@ class Task:
     # ---- optional: `genseq train NAME` and `genseq eval NAME` ----------------------
     # Either override these classmethods, or name a module in `commands` that defines
     # add_train_arguments(parser) and run_train(args) -> int, and/or add_eval_arguments(parser)
-    # and run_eval(args) -> dict: it is imported only when those commands are built.
+    # and run_eval(args) -> dict (and optionally format_metrics(metrics) -> str, its human output):
+    # it is imported only when those commands are built.
     commands: ClassVar[str | None] = None  # dotted module name, relative ones (".cli") to the task's package
 
     @classmethod
@@ -277,6 +336,12 @@ class Task:
     def evaluate(cls, args) -> dict:
         """Run `genseq eval NAME`; returns the metrics (printed as a table, or as JSON with --json)."""
         return cls._command("run_eval")(args)
+
+    @classmethod
+    def format_metrics(cls, metrics: dict) -> str | None:
+        """`genseq eval NAME`'s metrics worded for people, when the task words them; None prints them a line each."""
+        function = cls._command("format_metrics", required=False)
+        return function(metrics) if function else None
 
     @classmethod
     def trainable(cls) -> bool:
@@ -365,7 +430,7 @@ class Task:
             _check_names(f"an example of task {cls.name}", "input", set(_values(example)), inputs)
         for action in cls.actions:
             where = f"action {action.name} of task {cls.name}"
-            _check_names(where, "option", set(action.options), options)
+            _check_names(where, "option", {*action.options, *action.shares}, options)
             _check_names(where, "output", set(action.outputs), outputs)
             if action.continues is not None and (action.continues not in texts or not action.outputs):
                 raise ConfigError(f"{where} continues {action.continues!r}, which needs a text input of that name "

@@ -815,3 +815,25 @@ def test_a_finished_run_reports_how_it_ended_and_a_labelled_error_keeps_plain_wo
     assert call.in_page_words("option num_beams must be in [1, 64]; a stop string") == \
         "option beams must be in [1, 64]; a stop string"
     assert call.in_page_words("option stop has 30 characters") == "option stop at has 30 characters"
+
+
+# ---- style labels: options whose choices come from the model --------------------------------------------------
+def test_a_model_without_style_labels_hides_the_style_dropdown_which_follows_the_model_box(built):
+    import gradio as gr
+
+    style = component(built, "completion-style")
+    assert isinstance(style, gr.Dropdown) and style.visible is False and style.choices == [("(none)", "")]
+    assert folded_under(style) is None  # a primary control, shown when a model with labels is picked
+    ids = {block.elem_id: block._id for block in built.blocks.values() if getattr(block, "elem_id", None)}
+    followers = [dependency for dependency in built.get_config_file()["dependencies"]
+                 if dependency["outputs"] == [ids["completion-style"]]]
+    assert [dependency["inputs"] for dependency in followers] == [[ids["completion-model"], ids["completion-style"]]]
+
+
+def test_suggestions_take_the_tabs_style_and_a_model_without_labels_says_it_has_none(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [parameter["parameter_name"] for parameter in endpoints["/completion_suggest"]["parameters"]]
+    assert names == ["prompt", "suggest", "style", "model"]
+    for api in ("/completion", "/completion_suggest"):
+        with pytest.raises(AppError, match="style 'gothic' cannot be used: this model was trained without style labels"):
+            client.predict(prompt="Shall I", style="gothic", api_name=api)

@@ -315,3 +315,34 @@ def test_no_tab_logs_a_console_warning_or_offers_to_share(browser, server, tmp_p
     expect(page.get_by_role("button", name="Share")).to_have_count(0)
     assert not [line for line in logged if not line.endswith(GRADIOS_OWN)], logged
     context.close()
+
+
+def test_the_style_dropdown_shows_the_picked_models_labels_and_hides_for_one_without(page, tmp_path_factory,
+                                                                                      trained_run, tmp_path):
+    import json
+    import shutil
+
+    from test_app import served_models
+
+    styled = served_models(tmp_path_factory, trained_run) / "styled-browser"
+    shutil.copytree(trained_run, styled)  # labels in config.json are all the drop-down reads
+    config = json.loads((styled / "config.json").read_text())
+    (styled / "config.json").write_text(json.dumps({**config, "labels": ["austen", "poe"]}))
+    try:
+        page.reload()  # a page lists the models there are when it opens
+        open_tab(page, "Completion")
+        style, model = page.locator("#completion-style"), page.locator("#completion-model input")
+        expect(style).to_be_hidden()
+        model.click()
+        page.get_by_role("option", name=re.compile(r"^styled-browser \(")).click()
+        expect(style).to_be_visible()
+        style.locator("input").click()
+        expect(page.get_by_role("option")).to_have_text([re.compile(rf"{re.escape(label)}$")  # after a tick mark
+                                                         for label in ("(none)", "austen", "poe")])
+        page.get_by_role("option", name="poe").click()
+        page.screenshot(path=tmp_path / "style.png", full_page=True)
+        model.click()
+        page.get_by_role("option", name=re.compile(r"\(default\)$")).click()
+        expect(style).to_be_hidden()
+    finally:
+        shutil.rmtree(styled)

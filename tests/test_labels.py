@@ -179,3 +179,101 @@ def test_labels_of_validation_data_must_be_among_the_training_labels(corpora, tm
                  "--hidden-size", "8", "--embedding-size", "8", "--max-steps", "2", "--no-progress"])
     error = capsys.readouterr().err
     assert code == 2 and "--valid has the labels shout that the training data has not" in error
+
+
+# ---- the labels in the web app and the API ----------------------------------------------------------------------
+def test_read_labels_reads_config_json_without_torch_and_gives_none_for_what_it_cannot_read(labelled_run, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from genseq.checkpoint_config import read_labels; "
+            f"print(json.dumps([read_labels({str(labelled_run)!r}), 'torch' in sys.modules]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert json.loads(result.stdout) == [["plain", "shout"], False], result.stderr
+    from genseq.checkpoint_config import read_labels
+
+    (tmp_path / "config.json").write_text("{not json")
+    assert read_labels(tmp_path) == read_labels(tmp_path / "missing") == read_labels(None) == []
+
+
+@pytest.fixture(scope="module")
+def labelled_app(labelled_run):
+    """The web app built in-process with the labelled run as the completion tab's model."""
+    import genseq_web
+
+    return genseq_web.build_app({"completion": labelled_run}, models_dir=labelled_run.parent)
+
+
+def test_the_tab_offers_the_models_labels_in_view_as_a_dropdown_with_none_first(labelled_app):
+    import gradio as gr
+
+    style = next(block for block in labelled_app.blocks.values() if getattr(block, "elem_id", None) == "completion-style")
+    assert isinstance(style, gr.Dropdown) and style.visible is True and style.value == ""
+    assert style.choices == [("(none)", ""), ("plain", "plain"), ("shout", "shout")]
+    folded = style
+    while folded is not None and not isinstance(folded, gr.Accordion):
+        folded = folded.parent
+    assert folded is None, "a model with labels shows them among the primary controls"
+
+
+def test_picking_another_model_updates_the_style_dropdown(labelled_run, trained_run, tmp_path):
+    import shutil
+
+    from genseq_web import access, models
+    from genseq_completion.task import CompletionTask
+
+    for name, run in (("labelled", labelled_run), ("plain", trained_run)):
+        shutil.copytree(run, tmp_path / name)
+    style = next(option for option in CompletionTask.options if option.name == "style")
+    show_choices = models.option_choices_reader(CompletionTask, access.ServerAccess(models_dir=tmp_path), None, style)
+    labelled = show_choices(str(tmp_path / "labelled"), "")
+    assert labelled.visible is True and [value for _, value in labelled.choices] == ["", "plain", "shout"]
+    assert show_choices(str(tmp_path / "labelled"), "shout").value == "shout"  # a label the new model has stays
+    unlabelled = show_choices(str(tmp_path / "plain"), "shout")
+    assert unlabelled.visible is False and unlabelled.value == "" and unlabelled.choices == [("(none)", "")]
+
+
+def test_the_tab_and_its_suggestions_run_in_the_chosen_style(labelled_run):
+    """The page's parameters reach the engine: the tab's greedy text and suggestions are those of the library
+    with the style's token first, and the two styles' suggestions differ."""
+    import genseq_web
+    from genseq_web.pool import TaskPool
+    from gradio_client import Client
+    from test_app import free_port
+
+    from genseq_completion.suggest import next_words
+
+    model, tokenizer = from_pretrained(labelled_run)
+    app = genseq_web.build_app({"completion": labelled_run}, pool=TaskPool(), models_dir=labelled_run.parent)
+    _, url, _ = genseq_web.launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        _, _, completions = client.predict(prompt="Thy", style="shout", max_new_tokens=6, temperature=0,
+                                           api_name="/completion")
+        expected = generate(model, tokenizer, "Thy", GenerationConfig(max_new_tokens=6, temperature=0), style="shout")
+        assert completions[0]["tokens"] == expected[0].tokens
+        ranked = {style: client.predict(prompt="Thy", style=style, suggest=3, api_name="/completion_suggest")
+                  for style in ("plain", "shout")}
+        for style, shown in ranked.items():
+            words = next_words(model, tokenizer, "Thy", 3, style)
+            assert [entry["label"] for entry in shown["confidences"]] == [word["word"] for word in words]
+            assert shown["confidences"][0]["confidence"] == pytest.approx(words[0]["prob"], abs=1e-4)
+        assert ranked["plain"]["confidences"][0]["confidence"] != ranked["shout"]["confidences"][0]["confidence"]
+    finally:
+        app.close()
+
+
+
+def test_an_action_sharing_an_option_the_task_does_not_declare_is_refused():
+    from genseq.tasks import Action, Input, Output, Task
+
+    class Misdeclared(Task):
+        name = "misdeclared"
+        inputs = (Input("text", "text"),)
+        outputs = (Output("words", "ranked"),)
+        actions = (Action("list", "List", outputs=("words",), shares=("style",)),)
+
+    with pytest.raises(ConfigError, match="action list of task misdeclared names the option style, which the task "
+                                          "does not declare"):
+        Misdeclared.check_declaration()
+    assert Misdeclared.option_choices("style") == ()  # no default model: no choices, and no error

@@ -20,6 +20,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # Gradio's telemetry and versi
 import gradio as gr  # noqa: E402
 
 from genseq import ConfigError  # noqa: E402
+from genseq.jobs import is_loopback  # noqa: E402
 from genseq.plugins import DEFAULT_TASK, TaskInfo, discover  # noqa: E402
 
 from .access import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MODELS_DIR, ServerAccess  # noqa: E402
@@ -28,6 +29,7 @@ from .openai_api import OpenAIServer, api_routes, serve_api  # noqa: E402
 from .page import CSS, SCRIPT, THEME  # noqa: E402
 from .pool import TaskPool  # noqa: E402
 from .tabs import build_tab, tab_title  # noqa: E402
+from .training import DEFAULT_MAX_UPLOAD_MB, TRAIN_TAB, Training, build_training_tab, connect_training  # noqa: E402
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 CONCURRENCY = 2  # requests running at once, one per core of a small machine; the rest wait in the queue
@@ -38,12 +40,15 @@ HEADER = ("# genseq\nSmall recurrent neural networks (LSTMs) that run on this se
 
 def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None, concurrency: int = CONCURRENCY,
               models_dir: str | os.PathLike = DEFAULT_MODELS_DIR,
-              max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, infos: list[TaskInfo] | None = None) -> gr.Blocks:
+              max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, infos: list[TaskInfo] | None = None,
+              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_training: bool = False) -> gr.Blocks:
     """The app; model_overrides maps a task name to the checkpoint directory its tab uses by default.
 
     Clients may pick those checkpoints and the ones in models_dir, and send texts of
     at most max_prompt_chars characters. pool holds the loaded models (a new one by default).
     infos: the tasks to show (default: every registered one; genseq.testing shows one task alone).
+    The Train tab trains into models_dir from at most max_upload_mb of text, and only on a server that listens
+    on this machine alone unless allow_training (training.py).
     """
     infos = discover() if infos is None else infos
     overrides = _checked_overrides(model_overrides or {}, infos)
@@ -52,15 +57,27 @@ def build_app(model_overrides: dict | None = None, pool: TaskPool | None = None,
     with gr.Blocks(title="genseq", analytics_enabled=False) as app:
         gr.Markdown(HEADER)
         _report_unusable(infos)
-        boxes = []
+        boxes, job = [], None
+        training = Training(infos, pool, access, max_upload_mb, allow_training)
         with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab is one tap away, none behind a menu
-            for info in tab_order(infos):
+            for position, info in enumerate(tab_order(infos)):
+                if position and tab_title(info) > TRAIN_TAB and job is None:  # the Train tab in its place by name
+                    job = _training_tab(training)
                 with gr.Tab(tab_title(info), id=info.name, elem_id=f"{info.name}-tab"):
                     boxes.append(build_tab(info, pool, overrides.get(info.name), concurrency, access))
+            if job is None:
+                job = _training_tab(training)
         for model, list_models in filter(None, boxes):  # each page lists the models there are when it opens
             app.load(list_models, None, model, queue=False, api_visibility="private")
+        connect_training(app, training, job, list(filter(None, boxes)))  # a reload finds a running job
+    app.training = training  # launch tells it where the server listens
     app.openai_api = OpenAIServer(infos, pool, access, overrides, concurrency, QUEUE_SIZE)  # launch serves it at /v1
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency)
+
+
+def _training_tab(training: Training) -> gr.JSON:
+    with gr.Tab(TRAIN_TAB, id="train", elem_id="train-tab", visible=bool(training.tasks)):
+        return build_training_tab(training)
 
 
 def tab_order(infos: list[TaskInfo], first: str = DEFAULT_TASK) -> list[TaskInfo]:
@@ -94,6 +111,8 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, a
     requires api_key when given (openai_api/); api_only serves the API alone. options go to Blocks.launch."""
     if api_only:
         return serve_api(app.openai_api, host, port, api_key)
-    return app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
+    app.training.listen_on(is_loopback(host))
+    return app.launch(server_name=host, server_port=port, share=False, ssr_mode=False,
+                      max_file_size=max(MAX_UPLOAD, app.training.max_bytes),
                       footer_links=["api", "settings"], theme=THEME, css=CSS, js=SCRIPT,
                       app_kwargs={"routes": api_routes(app.openai_api, api_key)}, **options)

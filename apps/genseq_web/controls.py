@@ -16,6 +16,7 @@ from .images import read_image
 
 LEFT_OUT = object()  # an option the user cleared: the task's default applies
 IMAGE_SOURCES = ["upload", "webcam", "clipboard"]
+NO_CHOICE = "(none)"  # how a drop-down of the model's choices shows the empty value: none of them
 SLIDER_STEPS = 100  # a float slider moves in hundredths of its range
 MAX_SLIDER_STOPS = 1000  # a whole-number range wider than this is typed: a slider's steps would be too fine to hit
 # Gradio's own default adds "share", which uploads the picture to Hugging Face: nothing leaves this server.
@@ -44,11 +45,15 @@ def read_input(item: Input, raw):
 
 
 # ---- options -------------------------------------------------------------------
-def option_control(option: Option, elem_id: str | None = None) -> gr.components.Component:
-    """A control showing the option's starting value (Option.shown_default), help text and bounds."""
+def option_control(option: Option, elem_id: str | None = None,
+                   model_choices: tuple[str, ...] = ()) -> gr.components.Component:
+    """A control showing the option's starting value (Option.shown_default), help text and bounds; model_choices
+    are those of the tab's starting model, for an option whose choices come from the model."""
     kind, shown = option.value_type, option.shown_default
     named = dict(label=sentence_case(option.shown_label), elem_id=elem_id)
     info = option.help
+    if option.choices_from_model:
+        return gr.Dropdown(**offered_choices(model_choices, shown), info=info, **named)
     if kind is bool:
         return gr.Checkbox(value=bool(shown), info=info, **named)
     if kind in (tuple, list) and option.choices is not None:
@@ -69,6 +74,13 @@ def option_control(option: Option, elem_id: str | None = None) -> gr.components.
     if kind in (tuple, list):
         return gr.Textbox(value="\n".join(map(str, shown or ())), info=f"{info}; one per line", lines=2, **named)
     return gr.Textbox(value="" if shown is None else str(shown), info=info, **named)
+
+
+def offered_choices(model_choices: tuple[str, ...], value: str) -> dict:
+    """The drop-down of an option whose choices come from the model: "(none)" (the empty value) and the model's
+    choices, value kept when the model offers it, shown only when it offers some (a model with no style labels)."""
+    return dict(choices=[(NO_CHOICE, ""), *((choice, choice) for choice in model_choices)],
+                value=value if value in model_choices else "", visible=bool(model_choices))
 
 
 def _precision(kind: type) -> int | None:

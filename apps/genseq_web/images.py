@@ -14,7 +14,7 @@ import gradio as gr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to ~160 MB; anything larger is refused unread
-MAX_UPLOAD = "25mb"  # Gradio refuses larger uploads before they reach a task
+MAX_UPLOAD = 25 * 2**20  # bytes; Gradio refuses larger uploads before they reach a task
 
 
 def page_error(message: str) -> gr.Error:

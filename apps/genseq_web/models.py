@@ -2,7 +2,8 @@
 
 The box lists the task's default model, the checkpoints the server was started
 with and those of the task's kinds in the server's models directory, each named
-by its card. The card under the tab's heading follows the box's choice.
+by its card. The card under the tab's heading follows the box's choice, and so
+does each option whose choices come from the model (completion's style labels).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from genseq.tasks import Task
+from genseq.tasks import Option, Task
 
 from .access import ServerAccess
+from .controls import offered_choices
 
 DEFAULT_VALUE = ""  # the model box's value for the task's default model
 # the card's lines after the first: (field, its title) of each part of a line
@@ -76,3 +78,12 @@ def card_reader(task_class: type[Task], access: ServerAccess, model_override: st
         path = access.read_model(value)
         return card_text(task_class.model_card(path or model_override), default=(path or None) == model_override)
     return show_card
+
+
+def option_choices_reader(task_class: type[Task], access: ServerAccess, model_override: str | None, option: Option):
+    """The handler that turns the model box's value and the option's current value into the option's drop-down of
+    that model's choices (the value kept when the model offers it too)."""
+    def show_choices(value, chosen):
+        path = access.read_model(value)
+        return gr.Dropdown(**offered_choices(task_class.option_choices(option.name, path or model_override), chosen))
+    return show_choices

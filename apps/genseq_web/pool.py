@@ -32,3 +32,9 @@ class TaskPool:
             while len(self._tasks) > self.max_loaded:
                 self._tasks.popitem(last=False)
             return task
+
+    def forget(self, model: str) -> None:
+        """Drop every instance on model, whose checkpoint has changed (a training run saved a better one)."""
+        with self._lock:
+            for key in [key for key in self._tasks if key[1] == model]:
+                del self._tasks[key]

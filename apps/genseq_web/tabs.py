@@ -4,12 +4,14 @@ A heading and the task's description; the card of its model (models.py); the
 inputs with the declared examples, named; Run, and Stop when the task streams;
 a button per declared action (while one runs, Run and the actions are disabled,
 and Stop shows only while a streaming Run is under way); the primary options in
-view, the advanced ones under "More options", server-side ones never; the model
-box. Beside them (below them on a phone, scrolled to after a click) a line that
-says how the last run ended and one component per output; a task whose text output
-continues its input shows the two as one text with the continuation marked. The
-main event has the task's name as its API name (/completion, /captioning ...)
-and each action TASK_ACTION (/completion_suggest); both stay stable.
+view, the advanced ones under "More options", server-side ones never (one whose
+choices come from the model is a drop-down of the picked model's, hidden when it
+has none); the model box. Beside them (below them on a phone, scrolled to after
+a click) a line that says how the last run ended and one component per output;
+a task whose text output continues its input shows the two as one text with the
+continuation marked. The main event has the task's name as its API name
+(/completion, /captioning ...) and each action TASK_ACTION (/completion_suggest);
+both stay stable.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from genseq.tasks import Action, Option, Output, label_of
 from .access import ServerAccess
 from .controls import input_control, option_control, output_control, sentence_case
 from .handlers import TaskCall, make_handler
-from .models import card_reader, card_text, choices_reader, model_picker
+from .models import card_reader, card_text, choices_reader, model_picker, option_choices_reader
 from .page import ECHO, scroll_to
 from .pool import TaskPool
 
@@ -66,7 +68,7 @@ def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concur
                 buttons = [gr.Button(action.label, elem_id=element(info, f"{action.name}-button"))
                            for action in task_class.actions]
             example_inputs(info, list(inputs.values()))
-            option_controls = build_options(info, options)
+            option_controls = build_options(info, options, model_override)
             model = model_picker(task_class, access, model_override, element(info, "model"))
         with gr.Column(elem_id=element(info, "results")):
             notice = gr.Markdown("", elem_id=element(info, "notice"), elem_classes="notice")
@@ -88,16 +90,25 @@ def build_tab(info: TaskInfo, pool: TaskPool, model_override: str | None, concur
         return None
     if card is not None:
         model.change(card_reader(task_class, access, model_override), model, card, **PRIVATE)
+    for option in options:
+        if option.choices_from_model:
+            control = option_controls[option.name]
+            model.change(option_choices_reader(task_class, access, model_override, option), [model, control], control,
+                         **PRIVATE)
     return model, choices_reader(task_class, access, model_override)
 
 
-def build_options(info: TaskInfo, options: list[Option]) -> dict[str, gr.components.Component]:
-    """One control per option: the primary ones in view, the advanced ones under "More options"."""
-    controls = {option.name: option_control(option, element(info, option.name))
-                for option in options if not option.advanced}
+def build_options(info: TaskInfo, options: list[Option], model_override: str | None) -> dict[str, gr.components.Component]:
+    """One control per option: the primary ones in view, the advanced ones under "More options"; an option whose
+    choices come from the model offers those of the tab's starting model (model_override, or the default)."""
+    def control(option: Option):
+        choices = info.task_class.option_choices(option.name, model_override) if option.choices_from_model else ()
+        return option_control(option, element(info, option.name), choices)
+
+    controls = {option.name: control(option) for option in options if not option.advanced}
     advanced = [option for option in options if option.advanced]
     with gr.Accordion("More options", open=False, visible=bool(advanced)):
-        controls |= {option.name: option_control(option, element(info, option.name)) for option in advanced}
+        controls |= {option.name: control(option) for option in advanced}
     return controls
 
 
@@ -212,7 +223,8 @@ class Wiring:
         task_class = self.info.task_class  # an option and an output may share a name (captioning's attention)
         options_by_name = {option.name: option for option in task_class.options}
         outputs_by_name = {item.name: item for item in task_class.outputs}
-        options = [options_by_name[name] for name in action.options if not options_by_name[name].server_side]
+        options = [options_by_name[name] for name in (*action.options, *action.shares)
+                   if not options_by_name[name].server_side]
         outputs = [outputs_by_name[name] for name in action.outputs]
         self.connect(button, options, outputs, api_name(self.info.name, action.name),
                      element(self.info, outputs[0].name if outputs else "results"))

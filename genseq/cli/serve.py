@@ -9,12 +9,12 @@ without the app or without Gradio gets one sentence saying what to install.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from pathlib import Path
 
-from ..commands import positive_int, shown, whole_number
+from ..commands import positive_float, positive_int, shown, whole_number
 from ..errors import ConfigError, GenseqError
+from ..jobs import is_loopback
 
 API_KEY_VARIABLE = "GENSEQ_API_KEY"
 
@@ -39,6 +39,11 @@ def add_parser(subparsers) -> None:
                              f"{API_KEY_VARIABLE} environment variable; required with a --host beyond this machine")
     parser.add_argument("--api-only", action="store_true",
                         help="serve only the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)")
+    parser.add_argument("--allow-training", action="store_true",
+                        help="keep the Train tab on with a --host beyond this machine (it is off there by default: "
+                             "anyone who reaches the page could keep the server's CPU busy training)")
+    parser.add_argument("--max-upload-mb", type=positive_float, metavar="N",
+                        help="the most text, in MB, the Train tab takes for one job (default 20)")
     parser.set_defaults(run=run)
 
 
@@ -72,9 +77,10 @@ def run(args) -> int:
     if args.models_dir is not None and not is_directory(args.models_dir):
         raise ConfigError(f"--models-dir {args.models_dir} is not a directory")
     app_module = load_app_module()
-    # Left out, they take the app's defaults (genseq_web/access.py), which the help text repeats.
-    limits = {name: value for name, value in (("models_dir", args.models_dir), ("max_prompt_chars", args.max_prompt_chars))
-              if value is not None}
+    # Left out, they take the app's defaults (genseq_web/access.py, training.py), which the help text repeats.
+    limits = {name: value for name, value in (("models_dir", args.models_dir), ("max_prompt_chars", args.max_prompt_chars),
+                                              ("max_upload_mb", args.max_upload_mb),
+                                              ("allow_training", args.allow_training or None)) if value is not None}
     api = api_settings(args)
     app = app_module.build_app(dict(args.model), concurrency=args.concurrency, **limits)
     try:
@@ -98,16 +104,6 @@ def api_settings(args) -> dict:
                           f"or set {API_KEY_VARIABLE}")
     settings = {"api_key": key.strip()} if key is not None else {}  # clients send it without surrounding spaces
     return {**settings, "api_only": True} if args.api_only else settings
-
-
-def is_loopback(host: str) -> bool:
-    """Whether host is this machine only: localhost or a loopback address (any other name may reach further)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def is_directory(path: str) -> bool:

@@ -2,8 +2,9 @@
 
 A task that cannot be used gets a short status in the table (error,
 incompatible, disabled) and its reason on a line of its own below, so that a
-long error never widens the table. With --json each task with a `style` option
-also lists the style labels of its default model (what --style takes).
+long error never widens the table. With --json each task with an option whose
+choices come from its model (completion's style) also lists the style labels of
+its default model (what --style takes).
 """
 
 from __future__ import annotations
@@ -53,18 +54,15 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def default_model_labels(info) -> list[str]:
-    """The style labels in the config.json of the default model of a task with a style option; [] when it has
-    none or they cannot be read (a task without a style option is not asked: finding its model may import torch)."""
-    from pathlib import Path
-
+    """The style labels of the default model of a task with an option whose choices come from its model, read from
+    config.json; [] for others (finding their default model may import torch) and for a model without labels."""
+    from ..checkpoint_config import read_labels
     from ..errors import GenseqError
 
     task_class = info.task_class
-    if task_class is None or not any(option.name == "style" for option in task_class.options):
+    if task_class is None or not any(option.choices_from_model for option in task_class.options):
         return []
     try:
-        config = json.loads(Path(task_class.default_model_dir(), "config.json").read_text(encoding="utf-8"))
-    except (GenseqError, TypeError, OSError, ValueError):  # no default model, or a damaged config: no labels to show
+        return read_labels(task_class.default_model_dir())
+    except GenseqError:  # no default model installed: no labels to show
         return []
-    labels = config.get("labels") if isinstance(config, dict) else None
-    return [label for label in labels if isinstance(label, str)] if isinstance(labels, list) else []

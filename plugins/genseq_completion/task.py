@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from genseq.errors import ConfigError
-from genseq.tasks import Action, Example, Input, Option, Output, Task, generation_config, generation_options
+from genseq.tasks import (Action, Example, Input, Option, Output, Task, TextTraining, generation_config,
+                          generation_options)
 
 
 class CompletionTask(Task):
@@ -35,24 +36,50 @@ class CompletionTask(Task):
                advanced=True, app_default=5, label="words to suggest"),
         Option("token_probabilities", False, "list each token written with the model's probability of it",
                advanced=True, app_default=True, label="show token probabilities"),
-        Option("style", "", "write in this style label of the model (genseq tasks --json lists them); empty: none",
-               advanced=True),
+        Option("style", "", "write in this style, one of the model's labels (genseq tasks --json lists the default "
+               "model's); none by default", choices_from_model=True),
     )
-    # The web tab's second button: the next words, a click on one adds it to the prompt.
+    # The web tab's second button: the next words, in the chosen style; a click on one adds it to the prompt.
     actions = (Action("suggest", "Suggest next words", options=("suggest",), outputs=("suggestions",),
-                      continues="prompt"),)
+                      continues="prompt", shares=("style",)),)
     examples = (Example("A speech to Congress",
                         {"prompt": "Fellow-citizens of the Senate and of the House of Representatives:"}),
                 Example("Shakespeare", {"prompt": "Shall I compare thee to a summer's day?"}),
                 Example("Jane Austen", {"prompt": "It is a truth universally acknowledged"}),
                 Example("Moby-Dick", {"prompt": "Call me Ishmael."}))
     model_kinds = ("lm",)
+    # The web app's Train tab: fine-tune the default model (the fine-tuning defaults of `genseq train --init`), or
+    # train a small model from scratch. From scratch, in 1 to 30 minutes of a laptop CPU on a few pages to a few
+    # books: one piece per character, as a word-piece vocabulary needs more text than that to learn (and refuses a
+    # small corpus); one layer of 256 units, 3.6 steps a second on one thread of a busy two-core machine
+    # (benchmarks/bench_train_threads.py), so a budget of minutes is hundreds to thousands of steps; dropout against over-fitting a small text; a validation every 50 steps, so that a Stop
+    # soon finds a model saved and early stopping ends a run that only over-fits; and epochs that never end a run
+    # before its budget.
+    text_training = TextTraining(
+        starts={"the default model": ("--init", "default"),
+                "from scratch": ("--tokenizer-type", "char", "--vocab-size", "400", "--embedding-size", "64",
+                                 "--hidden-size", "256", "--layers", "1", "--dropout", "0.2", "--eval-every", "50",
+                                 "--patience", "5", "--warmup-steps", "20", "--epochs", "10000")},
+        options=(Option("lr", None, "learning rate; empty: 5e-4 from the default model, 3e-3 from scratch", type=float,
+                        minimum=0.0, exclusive_minimum=True, label="learning rate"),
+                 Option("batch_size", None, "texts side by side in a step; empty: 32", type=int, minimum=1,
+                        app_maximum=256, label="batch size"),
+                 Option("bptt", None, "tokens per step of each text; empty: 64", type=int, minimum=1, app_maximum=512),
+                 Option("seed", 0, "the same seed, texts and settings train the same model", type=int, minimum=0)),
+        samples=tuple({"prompt": "", "max_new_tokens": 120, "seed": seed} for seed in range(3)),
+    )
 
     @classmethod
     def default_model_dir(cls):
         from genseq import default_model_dir
 
         return str(default_model_dir())
+
+    @classmethod
+    def choices_from_model(cls, option, directory):
+        from genseq.checkpoint_config import read_labels  # config.json's copy of the tokenizer's styles: no torch
+
+        return tuple(read_labels(directory)) if option == "style" else ()
 
     def load(self, model_path):
         from genseq import default_model_dir, from_pretrained

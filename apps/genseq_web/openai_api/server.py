@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import anyio
 import gradio as gr
 
 from genseq import GenseqError
+from genseq.checkpoint_config import read_labels
 from genseq.plugins import DEFAULT_TASK, TaskInfo, run_guarded
 from genseq.tasks import Task
 
@@ -80,24 +80,8 @@ class ServedModel:
 
     def card(self) -> dict:
         """Its /v1/models entry: OpenAI's fields, and genseq's kind, task and style labels."""
-        config = _config(self.config_dir)
         return {"id": self.id, "object": "model", "created": _created(self.config_dir), "owned_by": "genseq",
-                "kind": self.kind, "task": self.info.name, "styles": _styles(config)}
-
-
-def _config(directory: str | None) -> dict:
-    try:
-        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8")) if directory else {}
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def _styles(config: dict) -> list[str]:
-    """The checkpoint's style labels (config.json "labels"), [] when it has none or they are unreadable."""
-    labels = config.get("labels")
-    labels = list(labels) if isinstance(labels, (list, tuple, dict)) else []
-    return [label for label in labels if isinstance(label, str)]
+                "kind": self.kind, "task": self.info.name, "styles": read_labels(self.config_dir)}
 
 
 def _created(directory: str | None) -> int:
