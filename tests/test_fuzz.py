@@ -675,7 +675,7 @@ def eval_commands(setup: Setup) -> list[Command]:
                  "--baselines": input_path(sentiment_table()), "--text-column": any_text(),
                  "--label-column": any_text()}, switches=("--json",)),
         Command(["eval", "captioning"], ["--model", str(setup.captioner), "--data", str(setup.captions),
-                                         "--max-new-tokens", "3"],
+                                         "--max-new-tokens", "3", "--no-meteor"],
                 {"--model": input_path(), "--data": input_path(), "--split": any_text(),
                  "--image-column": any_text(), "--caption-column": any_text(), "--num-beams": values_list(number()),
                  "--batch-size": number(), "--device": SAMPLING["--device"]},

@@ -20,7 +20,12 @@ def add_json_flag(parser) -> None:
 
 
 def evaluate_task(task_class, args) -> int:
-    print_metrics(task_class.evaluate(args), args.json)
+    metrics = task_class.evaluate(args)
+    table = None if args.json else task_class.format_metrics(metrics)
+    if table:
+        print(table)
+    else:
+        print_metrics(metrics, args.json)
     return 0
 
 

@@ -1,12 +1,12 @@
 """The built-in `captioning` task: a CNN encoder and an LSTM decoder with attention describe an image.
 
 Importing this package is light (the task declaration only); the model code
-loads on first use. The library API: load_captioner, Captioner, corpus_bleu.
+loads on first use. The library API: load_captioner, Captioner, caption_metrics, corpus_bleu.
 """
 
 from .task import CaptioningTask
 
-__all__ = ["CaptioningTask", "Captioner", "load_captioner", "corpus_bleu"]
+__all__ = ["CaptioningTask", "Captioner", "load_captioner", "caption_metrics", "corpus_bleu"]
 
 
 def __getattr__(name):
@@ -14,8 +14,8 @@ def __getattr__(name):
         from . import captioner
 
         return getattr(captioner, name)
-    if name == "corpus_bleu":
-        from .bleu import corpus_bleu
+    if name in ("caption_metrics", "corpus_bleu"):
+        from . import metrics
 
-        return corpus_bleu
+        return getattr(metrics, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

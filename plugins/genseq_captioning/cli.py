@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 
 from genseq.commands import (
     add_device_flag, add_run_flags, add_tokenizer_flags, build_config, config_flag, fraction, non_negative_float, non_negative_int, path,
@@ -13,7 +14,7 @@ from genseq.commands import (
 
 def _add_data_arguments(parser, split: str) -> None:
     parser.add_argument("--data", required=True, type=path, help="imagefolder with metadata.jsonl/csv, saved dataset, csv/json/parquet "
-                        "file, or Hugging Face dataset name")
+                        "file, Hugging Face dataset name, or a folder with Karpathy's dataset_*.json and its images")
     parser.add_argument("--split", default=split, help=f"split of --data (default: {split}; a one-split dataset is used whole)")
     parser.add_argument("--image-column", help="column holding the images (default: the first image column)")
     parser.add_argument("--caption-column", dest="caption_columns", action="append",
@@ -132,6 +133,8 @@ def add_eval_arguments(parser) -> None:
                         help="beam widths to evaluate; 1 is greedy (default: 1 3)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=40)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
+    parser.add_argument("--no-meteor", dest="meteor", action="store_false",
+                        help="leave METEOR out (it starts a Java process; without Java it is left out anyway)")
     add_device_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -146,4 +149,37 @@ def run_eval(args) -> dict:
     captioner = load_captioner(args.model, device=resolve_device(args.device))
     data = load_caption_set(args.data, args.split, args.image_column, args.caption_columns)
     progress = not (args.no_progress or getattr(args, "json", False))
-    return evaluate_captioner(captioner, data, args.num_beams, args.max_new_tokens, args.batch_size, progress)
+    return evaluate_captioner(captioner, data, args.num_beams, args.max_new_tokens, args.batch_size, progress, args.meteor)
+
+
+METRIC_LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "cider": "CIDEr-D",
+                 "rouge_l": "ROUGE-L", "meteor": "METEOR"}
+DECODING_METRIC = re.compile(r"(greedy|beam\d+)_(\w+)")
+
+
+def format_metrics(metrics: dict) -> str:
+    """run_eval's metrics as people read them: one row per decoding, one column per metric, the rest below."""
+    rows, columns, rest = {}, [], []
+    for key, value in metrics.items():
+        match = DECODING_METRIC.fullmatch(key)
+        if not match:
+            rest.append(f"{key}: {_text(value)}")
+            continue
+        decoding, metric = match.groups()
+        rows.setdefault(decoding, {})[metric] = value
+        if metric not in columns:
+            columns.append(metric)
+    labels = [METRIC_LABELS.get(metric, metric) for metric in columns]
+    lines = ["  ".join(["decoding".ljust(8), *(label.rjust(7) for label in labels)])]
+    for decoding, values in rows.items():
+        cells = [_cell(values.get(metric), len(label)) for metric, label in zip(columns, labels)]
+        lines.append("  ".join([decoding.ljust(8), *cells]))
+    return "\n".join(lines + rest)
+
+
+def _cell(value, width: int) -> str:
+    return ("-" if value is None else _text(value)).rjust(max(width, 7))
+
+
+def _text(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

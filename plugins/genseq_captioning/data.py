@@ -1,7 +1,9 @@
 """Caption data: any `datasets` dataset with an image column and caption columns, and the encoder-feature cache.
 
 --data is a local folder (an imagefolder with metadata.jsonl or metadata.csv,
-or a dataset saved with save_to_disk), a csv/json/parquet file, or a hub name.
+or a dataset saved with save_to_disk), a csv/json/parquet file, or a hub name;
+or a folder with Karpathy's split file (dataset_flickr8k.json, dataset_coco.json)
+and its images, the layout Flickr8k and COCO captioning papers use.
 Rows are grouped by image, so a dataset with one row per (image, caption)
 pair and one with a list of captions per row both give every image all its
 references. A caption column holds a string or a list of strings.
@@ -28,6 +30,7 @@ import torch
 from genseq.checkpoint import atomic_write
 from genseq.errors import DataError
 
+from .grounding import grounding_of
 from .images import ImageError, prepare, source_name
 
 CAPTION_COLUMNS = ("text", "caption", "captions", "sentences", "sentence", "raw")
@@ -44,18 +47,23 @@ class CaptionSet:
     name: str
     images: list[Any] = field(default_factory=list)  # paths, bytes or `datasets` image dicts
     references: list[list[str]] = field(default_factory=list)
+    groundings: list[Any] = field(default_factory=list)  # a grounding.Grounding or None per image; [] without boxes
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: Sequence[int]) -> "CaptionSet":
-        return CaptionSet(self.name, [self.images[i] for i in indices], [self.references[i] for i in indices])
+        groundings = [self.groundings[i] for i in indices] if self.groundings else []
+        return CaptionSet(self.name, [self.images[i] for i in indices], [self.references[i] for i in indices], groundings)
 
 
 # ---- loading ------------------------------------------------------------------------
 def load_caption_set(spec: str, split: str = "train", image_column: str | None = None,
                      caption_columns: Sequence[str] | None = None, strict: bool = False) -> CaptionSet:
     """Read spec's split; unless strict, a dataset with a single split gives it whatever split is asked for."""
+    splits_file = karpathy_file(spec)
+    if splits_file:
+        return load_karpathy(splits_file, split)
     dataset = _load_split(spec, split, strict)
     image_column = image_column or _image_column(dataset, spec)
     caption_columns = list(caption_columns or _caption_columns(dataset, spec, image_column))
@@ -151,6 +159,8 @@ def _group_by_image(dataset, spec: str, image_column: str, caption_columns: list
             position[key] = len(result.images)
             result.images.append(image)
             result.references.append([])
+            if "objects" in dataset.column_names:  # a composed scene's boxes (scenes.py)
+                result.groundings.append(grounding_of(row, caption_columns[0]))
         result.references[position[key]].extend(_captions(row, caption_columns))
     kept = [i for i, refs in enumerate(result.references) if refs]
     if not kept:
@@ -187,6 +197,43 @@ def image_key(image: Any) -> str:
     if isinstance(image, (bytes, bytearray)):
         return "sha1:" + hashlib.sha1(image).hexdigest()
     return f"object:{id(image)}"
+
+
+# ---- Karpathy's splits: Flickr8k, Flickr30k, COCO ----------------------------------------
+# The splits captioning papers use (Show, Attend and Tell among them) are Karpathy and Fei-Fei's
+# dataset_flickr8k.json, dataset_flickr30k.json and dataset_coco.json:
+#   {"images": [{"filename": ..., "filepath": ... (COCO only), "split": "train" | "restval" | "val" | "test",
+#                "sentences": [{"raw": ..., "tokens": [...]}, ...]}, ...]}
+# A folder holding one of them, with the images beside it or in images/, is read as such.
+KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+
+def karpathy_file(spec: str) -> Path | None:
+    """The dataset_*.json of Karpathy's splits in the folder spec, if it holds one."""
+    folder = Path(spec)
+    found = sorted(folder.glob("dataset_*.json")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def load_karpathy(path: Path, split: str) -> CaptionSet:
+    """One split of a Karpathy json, every sentence of an image a reference; "train" includes "restval"."""
+    wanted = KARPATHY_SPLITS.get(SPLIT_NAMES.get(split, split), (split,))
+    images = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+    result = CaptionSet(str(path.parent))
+    try:
+        for entry in json.loads(path.read_text())["images"]:
+            captions = _captions(entry, ["sentences"]) if entry.get("split") in wanted else []
+            if captions:
+                result.images.append(str(images / entry.get("filepath", "") / entry["filename"]))
+                result.references.append(captions)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"{path} is not a Karpathy split file: images with a filename, a split and sentences "
+                        f"({type(error).__name__}: {error})") from None
+    if not result.images:
+        raise DataError(f"{path} has no images in the split {split!r}")
+    if not any(Path(image).exists() for image in result.images):
+        raise DataError(f"{path} names images such as {Path(result.images[0]).name}, and none is in {images}")
+    return result
 
 
 # ---- the feature cache -----------------------------------------------------------

@@ -34,11 +34,11 @@ from genseq.errors import ConfigError, DataError
 from genseq.generation import GenerationConfig
 from genseq.runs import RunConfig, RunLoop, RunProgress, cosine_factor, refuse_existing_run, resolve_device, warmup_factor
 
-from .bleu import caption_bleu
 from .captioner import CAPTIONER, Captioner
 from .data import CaptionSet, Features, cached_features, load_caption_set
 from .encoder import LITE0, EncoderConfig, load_pretrained, round_to_storage
 from .evaluate import decode_all
+from .metrics import caption_bleu
 
 
 
