@@ -3,7 +3,8 @@
 A checkpoint directory may hold card.json beside config.json, with any of the
 CARD_FIELDS as strings. Whatever it leaves out is read from the checkpoint
 itself, so every trained run has a card without writing one: its folder's
-name, its kind and size, and the figures it was saved with.
+name, its kind and size, and the figures it was saved with. A task may keep
+other fields of its own there (card_value), such as a calibrated threshold.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import math
 import os
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, WEIGHTS_FILE, check_regular_file, read_config, read_header
+from .checkpoint import (
+    CONFIG_FILE, MAX_CONFIG_BYTES, WEIGHTS_FILE, atomic_write, check_regular_file, read_config, read_header,
+)
 from .errors import CheckpointError
 
 CARD_FILE = "card.json"
@@ -32,7 +35,23 @@ def read_card(directory: str | os.PathLike) -> dict[str, str]:
     return card | _written(directory / CARD_FILE)
 
 
+def card_value(directory: str | os.PathLike, key: str):
+    """One field of the directory's card.json as JSON holds it (a number, an object ...); None when it has none."""
+    return _card_json(Path(directory) / CARD_FILE).get(key)
+
+
+def write_card_value(directory: str | os.PathLike, key: str, value) -> None:
+    """Set one field of the directory's card.json (made if need be), its other fields kept; atomic."""
+    path = Path(directory) / CARD_FILE
+    card = _card_json(path) | {key: value}
+    atomic_write(path, (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode(), what="model card")
+
+
 def _written(path: Path) -> dict[str, str]:
+    return {key: str(value) for key, value in _card_json(path).items() if key in CARD_FIELDS and value}
+
+
+def _card_json(path: Path) -> dict:
     if not os.path.lexists(path):
         return {}
     check_regular_file(path, MAX_CONFIG_BYTES)
@@ -42,7 +61,7 @@ def _written(path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path} is corrupt: not valid JSON ({error})") from None
     if not isinstance(written, dict):
         raise CheckpointError(f"{path} is not a model card: a JSON object with the fields {', '.join(CARD_FIELDS)}")
-    return {key: str(value) for key, value in written.items() if key in CARD_FIELDS and value}
+    return written
 
 
 def _summary(directory: Path, config: dict) -> str:

@@ -422,9 +422,9 @@ def test_bad_uploads_get_a_message_and_the_tab_keeps_working(client, tmp_path, m
 def test_the_captioning_tab_captions_an_upload_with_scores_and_attention_map(client):
     if not has_captioning():
         pytest.skip("the captioning task is not installed")
-    caption, captions, attention, confidence = client.predict(image=handle_file(EXAMPLE_IMAGE), num_beams=2,
-                                                              api_name="/captioning")
-    assert isinstance(caption, str) and len(captions["confidences"]) == 2
+    caption, captions, attention, confidence, mean_logprob = client.predict(image=handle_file(EXAMPLE_IMAGE),
+                                                                            num_beams=2, api_name="/captioning")
+    assert isinstance(caption, str) and len(captions["confidences"]) == 2 and mean_logprob < 0
     assert confidence["headers"] == ["word", "confidence"]  # each word of the caption, with the model's probability
     assert all(0 <= probability <= 1 for _, probability in confidence["data"])
     assert captions["label"] == captions["confidences"][0]["label"]
@@ -548,7 +548,7 @@ def test_declared_example_images_are_files_shipped_beside_the_task():
     from genseq_captioning import CaptioningTask
 
     paths = [Path(example["image"]) for example in CaptioningTask.example_inputs()]
-    assert EXAMPLE_IMAGE in paths and all(path.is_file() for path in paths) and len(paths) == 8
+    assert EXAMPLE_IMAGE in paths and all(path.is_file() for path in paths) and len(paths) == 11
 
 
 def test_the_model_box_offers_only_checkpoints_of_a_kind_the_task_loads(built, models_dir):

@@ -86,9 +86,21 @@ def run(args) -> int:
     failed = _report_errors(batch, results)
     if args.json:
         print(json.dumps(task.to_json(batch, results)))
-    elif not streaming:
-        _print_results(task_class, batch, results)
+    else:
+        if not streaming:
+            _print_results(task_class, batch, results)
+        _print_notices(batch, results)
     return 1 if failed else 0
+
+
+def _print_notices(batch: list[dict], results: list[dict]) -> None:
+    """Each result's notice (the line the web app shows when a run ends), such as captioning's low confidence,
+    after everything printed on stdout, which a terminal shows in the same place."""
+    sys.stdout.flush()
+    for index, (inputs, result) in enumerate(zip(batch, results)):
+        if isinstance(result.get("notice"), str) and result["notice"]:
+            where = f"{_item_label(inputs, index)}: " if len(batch) > 1 else ""
+            print(f"genseq: note: {where}{result['notice']}", file=sys.stderr)
 
 
 def _wants_stream(args, task_class, batch_size: int, options: dict) -> bool:

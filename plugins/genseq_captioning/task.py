@@ -1,6 +1,10 @@
 """The `captioning` task: image in, caption out, with its log-probability, the ranked beams, attention maps and
 each word's confidence.
 
+A caption whose mean log-probability per token falls below the model's
+calibrated threshold (confidence.py) gets a notice that it is a guess; a
+model can be sure of a wrong caption too, so no notice is no guarantee.
+
 Images arrive as paths (the CLI) or PIL images (the web app). A file that
 cannot be read gives that item {"image", "error"} with one sentence; the
 other images of the batch are still captioned. Every sampling option of the
@@ -17,7 +21,8 @@ from genseq.tasks import Example, Input, Option, Output, Task, generation_config
 class CaptioningTask(Task):
     name = "captioning"
     description = ("Give it a picture and it writes a short caption, showing where it looked for each word. "
-                   "It knows emoji and clip art, not photographs.")
+                   "It learned from emoji and clip-art stamps, alone or one to three together on a plain or textured "
+                   "background, never from photographs: its caption of a photo is a guess, even when not flagged as one.")
     inputs = (Input("image", "image", "an image file (any format Pillow reads) or a PIL image", label="picture"),)
     outputs = (
         Output("caption", "text", "the best caption"),
@@ -26,6 +31,8 @@ class CaptioningTask(Task):
         Output("attention", "image", "the image with one attention heat map per word (with the attention option)"),
         Output("confidence", "table", "each word of the caption with the model's average probability of its tokens "
                "(with the word_confidence option)", label="word confidence"),
+        Output("mean_logprob", "number", "the caption's mean log-probability per token: near 0 is sure, far below "
+               "the model's threshold is a guess", label="confidence (mean log-probability per token)", advanced=True),
     )
     options = (
         # Greedy unless the caller samples (beam search sets a default temperature aside), and a caption per beam.
@@ -39,11 +46,13 @@ class CaptioningTask(Task):
                server_side=True),
     )
     examples = tuple(Example(label, {"image": f"examples/{name}.png"}) for label, name in (
-        ("shark", "shark"), ("flamingo", "flamingo"), ("dog face", "dog_face"), ("cactus", "cactus"),
-        ("red apple", "red_apple"), ("woman biking", "woman_biking"), ("grinning face", "emoji_1f600"),
-        ("cat face", "emoji_1f431")))
+        ("taxi and egg", "scene_taxi_egg"), ("rocks above an ambulance", "scene_rocks_ambulance"),
+        ("radio on water", "scene_radio_water"), ("shark", "shark"), ("flamingo", "flamingo"), ("dog face", "dog_face"),
+        ("cactus", "cactus"), ("red apple", "red_apple"), ("woman biking", "woman_biking"),
+        ("grinning face", "emoji_1f600"), ("cat face", "emoji_1f431")))
     model_kinds = ("captioner",)
     commands = ".cli"  # genseq train / eval captioning
+    low_confidence_below: float | None = None  # the loaded model's calibrated threshold (confidence.py), if it has one
 
     @classmethod
     def default_model_dir(cls):
@@ -52,12 +61,18 @@ class CaptioningTask(Task):
         return str(default_dir())
 
     def load(self, model_path):
+        from genseq.checkpoint import resolve
+
         from .captioner import default_dir, load_captioner
+        from .confidence import read_threshold
 
         self.model_name = str(model_path or default_dir())
-        return load_captioner(model_path, device=self.device)
+        captioner = load_captioner(model_path, device=self.device)
+        self.low_confidence_below = read_threshold(resolve(self.model_name))
+        return captioner
 
     def predict(self, captioner, batch, options):
+        from .confidence import low_confidence_notice
         from .images import load_batch, source_name
 
         encoder_config = captioner.encoder.config
@@ -77,6 +92,9 @@ class CaptioningTask(Task):
         for position, index in enumerate(loaded.rows):
             result, row = self._result(captioner, captions[position], weights[position], loaded.squares[position])
             results[index].update(result, seed=seed, seconds=seconds)
+            notice = low_confidence_notice(result["mean_logprob"], self.low_confidence_below)
+            if notice:
+                results[index]["notice"] = notice
             rows.append(row)
             if options.get("word_confidence"):
                 results[index]["confidence"] = _word_confidence(captioner, features[position], captions[position][0])
@@ -84,7 +102,7 @@ class CaptioningTask(Task):
         return results
 
     def to_json(self, batch, results):
-        keys = ("image", "caption", "logprob", "error")
+        keys = ("image", "caption", "logprob", "mean_logprob", "notice", "error")
         return [{key: result[key] for key in keys if key in result} for result in results]
 
     # ---- helpers -------------------------------------------------------------------
@@ -94,6 +112,7 @@ class CaptioningTask(Task):
         import math
 
         from .attention_map import AttentionRow, words_and_weights
+        from .confidence import mean_logprob
 
         best = ranked[0]
         tokens = best.tokens[:-1] if best.finish_reason == "eos" else best.tokens
@@ -101,9 +120,10 @@ class CaptioningTask(Task):
         result = {
             "caption": best.text,
             "logprob": best.logprob,
+            "mean_logprob": round(mean_logprob(best), 4),
             "finish_reason": best.finish_reason,
             # per token, so that a longer caption is not made to look less likely than a short one
-            "captions": [{"label": c.text, "prob": math.exp(c.logprob / max(len(c.tokens), 1))} for c in ranked],
+            "captions": [{"label": c.text, "prob": math.exp(mean_logprob(c))} for c in ranked],
             "words": words,
             "attention_weights": grids.round(4).tolist(),  # (W, h, w): where the decoder looked for each word
         }
