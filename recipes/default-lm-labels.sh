@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Gives the default language model the four corpora as style labels: a fine-tune of the shipped model (100
-# minutes of training, recipes/default-lm.sh) on the same data, each file labelled by its corpus folder, so that
-# `genseq generate --style austen` writes like Austen. The tokenizer gains one control symbol per corpus after its
-# 8,000 pieces (every text keeps its ids) and the model one embedding row each (docs/training.md).
+# Fine-tunes the shipped default language model on the same data with the four corpora as style labels (each file
+# labelled by its corpus folder). The tokenizer gains one control symbol per corpus after its 8,000 pieces (every
+# text keeps its ids) and the model one embedding row each. docs/training.md has what 55 minutes of one core gives:
+# not enough for the labels to help, which is why the shipped default has none.
 # Usage: recipes/default-lm-labels.sh [RUN_DIR]   (rerun the same command to resume after an interruption)
 # Then: python recipes/ship_lm.py RUN_DIR genseq/models/lm
 set -euo pipefail
