@@ -245,11 +245,16 @@ def encoder_fingerprint(encoder) -> str:
     """A hash of everything the cached features depend on: the config, the frozen stages' weights."""
     digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True).encode())
     digest.update(str(len(encoder.frozen)).encode())
-    for stage in encoder.frozen:
-        for name, tensor in stage.state_dict().items():
+    hash_weights(digest, encoder.frozen)
+    return digest.hexdigest()
+
+
+def hash_weights(digest, modules) -> None:
+    """Feed every tensor of the modules, with its name, into the hashlib digest."""
+    for module in modules:
+        for name, tensor in module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass

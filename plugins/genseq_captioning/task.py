@@ -1,9 +1,11 @@
 """The `captioning` task: image in, caption out, with its log-probability, the ranked beams, attention maps and
 each word's confidence.
 
-A caption whose mean log-probability per token falls below the model's
-calibrated threshold (confidence.py) gets a notice that it is a guess; a
-model can be sure of a wrong caption too, so no notice is no guarantee.
+A picture unlike the model's training images (novelty.py: its features
+far from every prototype of them) gets a notice that it is unfamiliar, and a
+caption whose mean log-probability per token falls below the model's
+calibrated threshold (confidence.py) one that it is a guess: one sentence per
+reason. Neither test catches every wrong caption, so no notice is no guarantee.
 
 Images arrive as paths (the CLI) or PIL images (the web app). A file that
 cannot be read gives that item {"image", "error"} with one sentence; the
@@ -53,6 +55,7 @@ class CaptioningTask(Task):
     model_kinds = ("captioner",)
     commands = ".cli"  # genseq train / eval captioning
     low_confidence_below: float | None = None  # the loaded model's calibrated threshold (confidence.py), if it has one
+    novelty = None  # the loaded model's novelty.Reference of its training images, if it has one
 
     @classmethod
     def default_model_dir(cls):
@@ -65,14 +68,15 @@ class CaptioningTask(Task):
 
         from .captioner import default_dir, load_captioner
         from .confidence import read_threshold
+        from .novelty import read_reference
 
         self.model_name = str(model_path or default_dir())
         captioner = load_captioner(model_path, device=self.device)
         self.low_confidence_below = read_threshold(resolve(self.model_name))
+        self.novelty = read_reference(resolve(self.model_name), captioner.encoder)
         return captioner
 
     def predict(self, captioner, batch, options):
-        from .confidence import low_confidence_notice
         from .images import load_batch, source_name
 
         encoder_config = captioner.encoder.config
@@ -87,14 +91,13 @@ class CaptioningTask(Task):
         features = captioner.encode_images(loaded.pixels)  # (G, C, h, w)
         captions = captioner.generate(features, config)
         weights = captioner.attention(features, [ranked[0].tokens for ranked in captions])
+        familiarity = self.novelty.scores(features) if self.novelty else [None] * len(captions)
         seconds = round(time.perf_counter() - start, 4)
         rows = []
         for position, index in enumerate(loaded.rows):
             result, row = self._result(captioner, captions[position], weights[position], loaded.squares[position])
             results[index].update(result, seed=seed, seconds=seconds)
-            notice = low_confidence_notice(result["mean_logprob"], self.low_confidence_below)
-            if notice:
-                results[index]["notice"] = notice
+            results[index].update(self._honesty(result["mean_logprob"], familiarity[position]))
             rows.append(row)
             if options.get("word_confidence"):
                 results[index]["confidence"] = _word_confidence(captioner, features[position], captions[position][0])
@@ -102,10 +105,22 @@ class CaptioningTask(Task):
         return results
 
     def to_json(self, batch, results):
-        keys = ("image", "caption", "logprob", "mean_logprob", "notice", "error")
+        keys = ("image", "caption", "logprob", "mean_logprob", "familiarity", "notice", "error")
         return [{key: result[key] for key in keys if key in result} for result in results]
 
     # ---- helpers -------------------------------------------------------------------
+    def _honesty(self, mean_logprob: float, familiarity: float | None) -> dict:
+        """The picture's familiarity (with a novelty reference) and a notice of one sentence per reason for doubt."""
+        from .confidence import low_confidence_notice
+
+        notices = [low_confidence_notice(mean_logprob, self.low_confidence_below)]
+        honesty = {}
+        if familiarity is not None:
+            honesty["familiarity"] = round(familiarity, 4)
+            notices.insert(0, self.novelty.notice(familiarity))
+        notice = " ".join(filter(None, notices))
+        return honesty | ({"notice": notice} if notice else {})
+
     @staticmethod
     def _result(captioner, ranked, weights, square):
         """One image's result and its attention-map row."""
