@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import secrets
 import shutil
 import struct
 import typing
@@ -33,7 +32,7 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .checkpoint_config import (  # noqa: F401  (the config file's readers belong to this module's interface too)
-    CONFIG_FILE, FORMAT, FORMAT_VERSION, MAX_CONFIG_BYTES, check_regular_file, read_config,
+    CONFIG_FILE, FORMAT, FORMAT_VERSION, MAX_CONFIG_BYTES, write_error, atomic_write, check_regular_file, read_config,
 )
 from .errors import CheckpointError, GenseqError
 from .model import LanguageModel, ModelConfig
@@ -46,26 +45,6 @@ COUNT_FIELDS = ("num_layers",)  # config fields that count modules: each one add
 
 
 # ---- atomic files and directories ------------------------------------------
-def atomic_write(path: str | os.PathLike, data: bytes, what: str | None = "checkpoint") -> None:
-    """Write data to path so that readers see either the old file or the whole new one (what: its kind, for errors)."""
-    path = Path(path)
-    try:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        # Mode 0666 less the process's umask, as for any new file (mkstemp would make it 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as error:
-        raise _write_error(path, error, what) from None
-
-
 def write_directory(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
     """Replace directory with one holding exactly files, as one step as far as readers can tell.
 
@@ -90,7 +69,7 @@ def write_directory(directory: str | os.PathLike, files: dict[str, bytes]) -> No
         shutil.rmtree(previous, ignore_errors=True)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise _write_error(directory, error) from None
+        raise write_error(directory, error) from None
 
 
 def read_directory_path(directory: str | os.PathLike) -> Path:
@@ -100,12 +79,6 @@ def read_directory_path(directory: str | os.PathLike) -> Path:
     if not directory.exists() and previous.exists():
         return previous
     return directory
-
-
-def _write_error(path: Path, error: OSError, what: str | None = "checkpoint") -> GenseqError:
-    reason = error.strerror or str(error)
-    kept = f"; the previous {what} is left as it was" if what else ""
-    return CheckpointError(f"cannot write {path}: {reason}{kept}")
 
 
 # ---- nested state <-> (json, tensors) --------------------------------------
@@ -205,7 +178,7 @@ def write_files(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _write_error(directory, error) from None
+        raise write_error(directory, error) from None
     for name, data in files.items():
         atomic_write(directory / name, data)
 

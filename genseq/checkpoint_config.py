@@ -1,14 +1,16 @@
-"""A checkpoint's config.json, read and checked without torch.
+"""A checkpoint's config.json, read and checked without torch, and the atomic file write every writer uses.
 
 What a listing shows of a checkpoint (`genseq tasks --json`, the web app's
 model box and style drop-down, the API's model list) comes from here, so that
-listing never loads a model. genseq.checkpoint builds on these readers.
+listing never loads a model. genseq.checkpoint builds on these readers, and
+what must not import torch (genseq.jobs) writes its files with atomic_write.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,30 @@ def _file_kind(mode: int) -> str:
     kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
     return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, what: str | None = "checkpoint") -> None:
+    """Write data to path so that readers see either the old file or the whole new one (what: its kind, for errors)."""
+    path = Path(path)
+    try:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        # Mode 0666 less the process's umask, as for any new file (mkstemp would make it 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise write_error(path, error, what) from None
+
+
+def write_error(path: Path, error: OSError, what: str | None = "checkpoint") -> GenseqError:
+    """The one sentence of a failed write of path; what names its kind, whose previous version a failure leaves."""
+    reason = error.strerror or str(error)
+    kept = f"; the previous {what} is left as it was" if what else ""
+    return CheckpointError(f"cannot write {path}: {reason}{kept}")

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checkpoint_config import atomic_write
 from .errors import ConfigError, DataError
 
 JOB_FILE, STOP_FILE, LOG_FILE, DATA_DIR, METRICS_FILE = "job.json", "stop", "train.log", "data", "metrics.jsonl"
@@ -209,9 +210,7 @@ def run_name(name: str) -> str:
 # ---- the files ----------------------------------------------------------------------------------------------------
 def write_state(directory: Path, state: dict) -> None:
     """job.json, replaced atomically: a reader sees the old state or the new one, never half of one."""
-    temporary = directory / f".{JOB_FILE}.{os.getpid()}"
-    temporary.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(temporary, directory / JOB_FILE)
+    atomic_write(directory / JOB_FILE, json.dumps(state, indent=1).encode(), what="job state")
 
 
 def read_state(directory: Path) -> dict:
