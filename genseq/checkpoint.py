@@ -16,6 +16,7 @@ asks for a billion hidden units is refused instead of allocated.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -369,6 +370,14 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise CheckpointError(
             f"{name_or_path} is not a local directory and could not be fetched from the Hugging Face Hub ({type(error).__name__})"
         ) from None
+
+
+def origin(name: str, directory: str | os.PathLike) -> dict:
+    """What a fine-tune's config.json records as its "init": the checkpoint it started from (name when that is
+    "default", an embedded model, else its resolved directory), its weights' SHA-256 and its genseq version."""
+    weights = hashlib.sha256(Path(directory, WEIGHTS_FILE).read_bytes()).hexdigest()
+    return {"from": name if name == "default" else str(Path(directory).resolve()), "sha256": weights,
+            "genseq": read_config(directory, kind=None).get("versions", {}).get("genseq")}
 
 
 # ---- the one loader ------------------------------------------------------------------------

@@ -21,7 +21,6 @@ processes that divides the batch.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import time
@@ -34,10 +33,10 @@ import torch.nn.functional as F
 
 from .checkpoint import (
     LANGUAGE_MODEL,
-    WEIGHTS_FILE,
     build_saved,
     load_checkpoint,
     model_files,
+    origin,
     read_config,
     read_directory_path,
     resolve,
@@ -421,14 +420,11 @@ def fine_tuning_start(init: str, dropouts: dict) -> tuple[LanguageModel, Tokeniz
 
     directory = default_model_dir() if init == "default" else resolve(init)
     model, tokenizer = load_checkpoint(directory, LANGUAGE_MODEL)
-    weights = hashlib.sha256(Path(directory, WEIGHTS_FILE).read_bytes()).hexdigest()
-    origin = {"from": init if init == "default" else str(Path(directory).resolve()), "sha256": weights,
-              "genseq": read_config(directory).get("versions", {}).get("genseq")}
     if dropouts:
         tuned = LanguageModel(ModelConfig(**{**model.config.to_dict(), **dropouts}))
         tuned.load_state_dict(model.state_dict())
         model = tuned
-    return model.train(), tokenizer, origin
+    return model.train(), tokenizer, origin(init, directory)
 
 
 def with_labels(model: LanguageModel, tokenizer: Tokenizer, started_from: dict,

@@ -5,12 +5,15 @@
 # Usage: recipes/default-lm.sh [RUN_DIR]   (rerun the same command to resume after an interruption)
 #        LABELS=folders recipes/default-lm.sh runs/default-lm-labelled   the same, with the four corpora as style
 #        labels (docs/training.md): each file's label is its corpus folder, so `--style austen` writes like Austen
+#        STEPS=10652 recipes/default-lm.sh RUN   the shipped default's step count instead of its 100 minutes, for a
+#        machine without bf16 (fp32 on one AVX2 core takes several hours; resume across interruptions)
 # Then: python recipes/ship_lm.py RUN_DIR genseq/models/lm
 set -euo pipefail
 DATA=${DATA:-../shared/data/text}
 RUN=${1:-runs/default-lm}
 BUDGET=100m
 LABELS=${LABELS:-}
+STEPS=${STEPS:-}
 CORPORA=(austen mobydick shakespeare sotu)
 export OMP_NUM_THREADS=1  # one core per model, as measured
 
@@ -22,7 +25,8 @@ fi
 
 # auto: bf16 mixed precision where this machine runs it faster than fp32 (the shipped model was trained so,
 # on a CPU with AVX512-BF16), fp32 elsewhere; the same command runs on any x86-64 or ARM CPU and on CUDA.
-args=(--data "$DATA/*/train/*.txt" --valid "$DATA/*/valid/*.txt" --max-time $BUDGET --precision auto
+if [ -n "$STEPS" ]; then budget=(--max-steps "$STEPS"); else budget=(--max-time $BUDGET); fi
+args=(--data "$DATA/*/train/*.txt" --valid "$DATA/*/valid/*.txt" "${budget[@]}" --precision auto
       --eval-every 1500 --checkpoint-minutes 5 --no-progress ${LABELS:+--labels-from "$LABELS"})
 if [ -d "$RUN/last" ]; then
   genseq train completion "${args[@]}" --resume "$RUN"

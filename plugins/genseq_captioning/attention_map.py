@@ -29,8 +29,8 @@ class AttentionRow:
     weights: np.ndarray  # (W, h, w), one grid per word
 
 
-def words_and_weights(pieces: list[str], weights: torch.Tensor) -> tuple[list[str], np.ndarray]:
-    """Tokenizer pieces (EOS left out) and their weights (T, h, w) -> whole words and their mean weights (W, h, w)."""
+def word_groups(pieces: list[str]) -> tuple[list[str], list[list[int]]]:
+    """Tokenizer pieces (EOS left out) -> the whole words they spell and each word's piece indices."""
     words: list[str] = []
     groups: list[list[int]] = []
     for index, piece in enumerate(pieces):
@@ -41,8 +41,14 @@ def words_and_weights(pieces: list[str], weights: torch.Tensor) -> tuple[list[st
             words[-1] += piece
             groups[-1].append(index)
     kept = [i for i, word in enumerate(words) if word]  # a bare "▁" piece spells nothing
-    grids = [weights[groups[i]].mean(0).numpy() for i in kept]
-    return [words[i] for i in kept], np.stack(grids) if grids else np.zeros((0, *weights.shape[1:]))
+    return [words[i] for i in kept], [groups[i] for i in kept]
+
+
+def words_and_weights(pieces: list[str], weights: torch.Tensor) -> tuple[list[str], np.ndarray]:
+    """Tokenizer pieces (EOS left out) and their weights (T, h, w) -> whole words and their mean weights (W, h, w)."""
+    words, groups = word_groups(pieces)
+    grids = [weights[group].mean(0).numpy() for group in groups]
+    return words, np.stack(grids) if grids else np.zeros((0, *weights.shape[1:]))
 
 
 def upsample(grid: np.ndarray, size: int) -> np.ndarray:

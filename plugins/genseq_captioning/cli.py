@@ -32,6 +32,9 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--valid-split", default="validation")
     parser.add_argument("--out", type=path, help="run directory to create")
     parser.add_argument("--resume", type=path, metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    parser.add_argument("--init", type=path, metavar="DIR",
+                        help="start from this captioner (a directory, hub id, or 'default' for the shipped one): its "
+                             "tokenizer, encoder, decoder and weights")
 
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder", help="efficientnet_lite0 (default) or a torchvision model: resnet18, resnet50, "
@@ -60,6 +63,9 @@ def add_train_arguments(parser) -> None:
     flag("warmup_steps", type=non_negative_int)
     flag("attention_regularization", "lambda of the doubly stochastic attention regularisation; 0 turns it off",
          type=non_negative_float)
+    flag("attention_supervision", "mu of the attention supervision: mean -log(attention mass inside the named "
+         "object's box) over naming words, for data with boxes (composed scenes); 0 (default) turns it off",
+         type=non_negative_float)
     flag("max_caption_tokens", "longer captions are cut for training", type=positive_int)
 
 
@@ -69,11 +75,14 @@ DECODER_FLAGS = ("attention", "feature_size", "embedding_size", "hidden_size", "
 
 def run_train(args) -> int:
     from genseq.distributed import shutdown
+    from genseq.errors import ConfigError
 
     from .encoder import EncoderConfig
-    from .train import CaptionTrainConfig, DataSpec, train_captioner
+    from .train import NEEDS_ATTENTION, CaptionTrainConfig, DataSpec, train_captioner
 
     model_flags = [name for name in ENCODER_FLAGS + DECODER_FLAGS if getattr(args, name) is not None]
+    if args.init:
+        check_init(args, model_flags)
     out_dir = run_directory(args.out, args.resume, changes_model=bool(model_flags or args.tokenizer))
     data = DataSpec(args.data, args.valid, args.split, args.valid_split, args.image_column, tuple(args.caption_columns or ()))
     encoder_options = {name: getattr(args, name) for name in ("image_size", "trainable_stages") if getattr(args, name) is not None}
@@ -84,13 +93,15 @@ def run_train(args) -> int:
     config = build_config(CaptionTrainConfig, args, saved, frozen=("batch_size", "seed"), progress=not args.no_progress)
     decoder_options = {name: getattr(args, name) for name in DECODER_FLAGS if getattr(args, name) is not None}
     encoder_config = EncoderConfig(**encoder_options)
-    if not args.resume:
+    if not (args.resume or args.init):
         check_new_model(args, encoder_config, decoder_options, config)
+        if config.attention_supervision and args.attention is False:
+            raise ConfigError(NEEDS_ATTENTION)
     try:
         trainer = train_captioner(
             data, out_dir, config, encoder_config, args.encoder_weights, decoder_options,
             vocab_size=args.vocab_size, tokenizer_type=args.tokenizer_type, tokenizer_path=args.tokenizer,
-            resume=bool(args.resume),
+            resume=bool(args.resume), init=args.init,
         )
     finally:
         shutdown()
@@ -99,6 +110,21 @@ def run_train(args) -> int:
                             lambda: f"best validation BLEU-4 {progress.best['bleu4']:.4f}",
                             data_flags={"split": "train", "valid_split": "validation", "image_column": None,
                                         "caption_columns": None}, is_main=trainer.world.is_main)
+
+
+def check_init(args, model_flags: list[str]) -> None:
+    """Refuse what a run from --init cannot do: resume (a run continues from its own checkpoint), or change the
+    encoder, decoder or tokenizer of the captioner it starts from."""
+    from genseq.errors import ConfigError
+
+    if args.resume:
+        raise ConfigError("--init starts a new run from a captioner and --resume continues a run from its own "
+                          "checkpoint; drop --init")
+    fixed = model_flags + [name for name in ("tokenizer", "encoder_weights") if getattr(args, name) not in (None, "auto")]
+    if fixed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise ConfigError(f"{flags} would change the captioner --init {args.init} starts from, which such a run keeps; "
+                          "drop them, or train a new captioner without --init")
 
 
 def check_new_model(args, encoder_config, decoder_options: dict, config) -> None:

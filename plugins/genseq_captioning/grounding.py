@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .attention_map import words_and_weights
+from .attention_map import word_groups, words_and_weights
 
 RASTER = 16  # sub-cells a side per grid cell when measuring how much of a cell the boxes cover
 NO_ATTENTION = "a captioner without attention (Show and Tell) has nothing to point with"
@@ -84,6 +84,21 @@ def point(grid: np.ndarray, boxes: Sequence[Sequence[float]]) -> tuple[bool, flo
     covered = coverage(boxes, rows, columns)
     mass = float((grid * covered).sum() / max(float(grid.sum()), 1e-12))
     return hit, mass, float(covered.mean())
+
+
+def located_tokens(pieces: Sequence[str], grounding: Grounding, rows: int, columns: int) -> dict[int, np.ndarray]:
+    """Where each token of a naming word should look, for attention supervision: token position -> the share of
+    each cell of a rows x columns grid inside the boxes its word names (rows * columns,); {} when the caption's
+    pieces (EOS left out, perhaps cut short) do not spell its whitespace-separated words."""
+    words, groups = word_groups(list(pieces))
+    if len(words) != len(grounding.caption.split()):
+        return {}
+    located = {}
+    for (start, end), boxes in grounding.mentions().items():
+        cells = coverage([grounding.in_square(box) for box in boxes], rows, columns).reshape(-1).astype(np.float32)
+        for word in range(start, min(end, len(groups))):
+            located.update({token: cells for token in groups[word]})
+    return located
 
 
 def word_grids(captioner, features: torch.Tensor, captions: Sequence[str]) -> list[np.ndarray | None]:

@@ -24,7 +24,9 @@ the images and a metadata.jsonl whose rows are {"file_name", "text",
 span = [start, end) of the caption's whitespace-separated words that name
 it. Unless --no-singles, the training split also holds the source's
 single-object images and captions, with no objects, so a captioner trained
-on it keeps what it learned from them.
+on it keeps what it learned from them; --singles-repeat N lists each of
+them N times (one image, its caption N times), which weighs them N times in
+training at no extra encoding.
 """
 
 from __future__ import annotations
@@ -462,8 +464,9 @@ def write_split(maker: SceneMaker, out: Path, split: str, count: int) -> int:
     return _write_metadata(out / split, rows)
 
 
-def copy_singles(source: Path, out: Path) -> int:
-    """The source's single-object images and captions into out/train/singles, as rows without objects."""
+def copy_singles(source: Path, out: Path, repeat: int = 1) -> int:
+    """The source's single-object images and captions into out/train/singles, as rows without objects, each
+    row repeat times (the image once)."""
     folder, rows = source_rows(source)
     target = out / "train" / "singles"
     kept = []
@@ -473,7 +476,7 @@ def copy_singles(source: Path, out: Path) -> int:
         shutil.copyfile(folder / row["file_name"], destination)
         kept.append({"file_name": f"singles/{row['file_name']}", "text": row["text"], "width": row.get("width"),
                      "height": row.get("height"), "objects": [], "kind": "source", "new_relation": False})
-    return _write_metadata(out / "train", kept)
+    return _write_metadata(out / "train", kept * repeat)
 
 
 def _write_metadata(folder: Path, rows: list[dict]) -> int:
@@ -501,6 +504,8 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--canvas", type=positive_int, default=CANVAS, help=f"side of the square scenes (default {CANVAS})")
     result.add_argument("--no-singles", dest="singles", action="store_false",
                         help="leave the source's single-object images out of the training split")
+    result.add_argument("--singles-repeat", type=positive_int, default=1, metavar="N",
+                        help="list each single-object image N times in the training split (default 1)")
     return result
 
 
@@ -516,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             written = write_split(maker, out, split, counts[split])
             if split == "train" and args.singles:
-                written += copy_singles(Path(args.source), out)
+                written += copy_singles(Path(args.source), out, args.singles_repeat)
             print(f"{split}: {written} images in {time.perf_counter() - start:.0f} s -> {out / split}")
     except GenseqError as error:
         parser().error(str(error))

@@ -10,6 +10,16 @@ so a resumed run continues with the very batches an uninterrupted one would.
 The loss is the captions' cross-entropy plus Show, Attend and Tell's doubly
 stochastic regularisation, lambda * mean_i (1 - sum_t alpha_ti)^2, which pushes
 the decoder to look at every part of the image over the course of a caption.
+Where the training data has boxes (composed scenes, genseq_captioning.scenes),
+attention supervision can add mu * mean -log(the attention's mass inside the
+named object's box) over the tokens of naming words: Liu et al., "Attention
+Correctness in Neural Image Captioning" (AAAI 2017) train attention so from
+grounded phrases, which sharpens where the decoder looks without a change to
+the model (it reads no boxes when captioning).
+
+A run can start from a captioner checkpoint's weights, tokenizer and
+architecture (init, `--init`), recorded in config.json's "init" as a language
+model's fine-tune is.
 
 Under torchrun it trains data-parallel as genseq's language models do (see
 genseq.distributed): each process takes its part of every batch, and its loss
@@ -22,13 +32,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genseq import Tokenizer
-from genseq.checkpoint import WEIGHTS_FILE, build_saved, read_directory_path
+from genseq.checkpoint import WEIGHTS_FILE, build_saved, load_checkpoint, origin, read_config, read_directory_path, resolve
 from genseq.distributed import World
 from genseq.errors import ConfigError, DataError
 from genseq.generation import GenerationConfig
@@ -38,6 +50,7 @@ from .captioner import CAPTIONER, Captioner
 from .data import CaptionSet, Features, cached_features, load_caption_set
 from .encoder import LITE0, EncoderConfig, load_pretrained, round_to_storage
 from .evaluate import decode_all
+from .grounding import located_tokens
 from .metrics import caption_bleu
 
 
@@ -55,6 +68,7 @@ class CaptionTrainConfig(RunConfig):
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05  # the cosine schedule ends at lr * min_lr_ratio
     attention_regularization: float = 1.0  # lambda of the doubly stochastic regularisation
+    attention_supervision: float = 0.0  # mu of the attention supervision from the data's boxes; 0 turns it off
     max_caption_tokens: int = 40  # longer captions are cut for training
     max_new_tokens: int = 40  # caption length limit when validating
     eval_batch_size: int = 64
@@ -66,7 +80,7 @@ class CaptionTrainConfig(RunConfig):
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.encoder_lr > 0:
             raise ConfigError(f"encoder_lr must be positive, not {self.encoder_lr}")
-        for name in ("weight_decay", "warmup_steps", "attention_regularization"):
+        for name in ("weight_decay", "warmup_steps", "attention_regularization", "attention_supervision"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -80,6 +94,9 @@ class Progress(RunProgress):
     batch: int = 0  # next batch of the current epoch
 
 
+NEEDS_ATTENTION = "attention supervision needs a captioner with attention; drop --no-attention or --attention-supervision"
+
+
 # ---- data -----------------------------------------------------------------------------
 @dataclass
 class Pairs:
@@ -87,17 +104,26 @@ class Pairs:
 
     images: torch.Tensor  # (P,) row of each pair's image in the features
     captions: list[list[int]]
+    located: list[dict[int, np.ndarray]] | None = None  # per pair, where its naming tokens should look (grid)
 
     @classmethod
-    def of(cls, data: CaptionSet, features: Features, tokenizer: Tokenizer, max_tokens: int) -> "Pairs":
-        images, captions = [], []
+    def of(cls, data: CaptionSet, features: Features, tokenizer: Tokenizer, max_tokens: int,
+           grid: tuple[int, int] | None = None) -> "Pairs":
+        """grid (rows, columns of the attention), for the data's grounded captions' located tokens."""
+        images, captions, located = [], [], []
         for index in features.readable:
+            grounding = data.groundings[index] if data.groundings else None
             for caption in data.references[index]:
                 images.append(index)
                 captions.append(tokenizer.encode(caption)[:max_tokens])
+                if grid and grounding and grounding.caption == caption.strip():
+                    pieces = [tokenizer.id_to_piece(token) for token in captions[-1]]
+                    located.append(located_tokens(pieces, grounding, *grid))
+                else:
+                    located.append({})
         if not captions:
             raise DataError(f"{data.name} has no readable image with a caption")
-        return cls(torch.tensor(images), captions)
+        return cls(torch.tensor(images), captions, located if grid else None)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -113,6 +139,15 @@ class Pairs:
             targets[row, : len(caption) + 1] = torch.tensor([*caption, eos])
         return self.images[rows], inputs, targets
 
+    def located_batch(self, rows: torch.Tensor, width: int, cells: int) -> torch.Tensor:
+        """(B, width, cells): per pair and position, the share of each attention cell inside the boxes its
+        target token names; all zero where it names nothing."""
+        result = torch.zeros(len(rows), width, cells)
+        for row, pair in enumerate(rows.tolist()):
+            for position, grid in self.located[pair].items():
+                result[row, position] = torch.from_numpy(grid)
+        return result
+
 
 class TeacherForced(nn.Module):
     """The captioner's training forward pass as one module (what DistributedDataParallel wraps)."""
@@ -126,23 +161,39 @@ class TeacherForced(nn.Module):
         return self.captioner.decoder(self.captioner.encoder.finish(features.float()), inputs)
 
 
-def loss_sums(forward, pad_id: int, features: torch.Tensor, inputs, targets) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """-> (cross-entropy summed over the tokens, (1 - coverage)^2 summed over images and locations, tokens, cells)."""
+class LossSums(NamedTuple):
+    """A teacher-forced batch's loss terms, summed, and what each is averaged over."""
+
+    cross_entropy: torch.Tensor  # over the tokens
+    uncovered: torch.Tensor  # (1 - coverage)^2 over images and locations
+    tokens: int
+    cells: int
+    misplaced: torch.Tensor  # -log(attention mass inside the named boxes) over the located tokens
+    located: int
+
+
+def loss_sums(forward, pad_id: int, features: torch.Tensor, inputs, targets,
+              located: torch.Tensor | None = None) -> LossSums:
+    """The loss terms of a batch; located (B, T, N), Pairs.located_batch's, adds the misplaced attention."""
     logits, alphas = forward(features, inputs)  # (B, T, V), (B, T, N)
     mask = targets != pad_id
     cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id, reduction="sum")
     coverage = (alphas * mask[..., None]).sum(1)  # (B, N): how much each location was looked at over the caption
-    return cross_entropy, ((1 - coverage) ** 2).sum(), int(mask.sum()), coverage.numel()
+    misplaced, count = cross_entropy.new_zeros(()), 0
+    if located is not None and alphas.numel():
+        named = located.sum(-1) > 0  # (B, T) positions whose target token names an object
+        inside = (alphas * located).sum(-1)[named]
+        misplaced, count = -inside.clamp_min(1e-6).log().sum(), int(named.sum())
+    return LossSums(cross_entropy, ((1 - coverage) ** 2).sum(), int(mask.sum()), coverage.numel(), misplaced, count)
 
 
 def caption_loss(captioner: Captioner, features: torch.Tensor, inputs, targets, regularization: float):
     """-> (total loss, cross-entropy per token) of a teacher-forced batch; features are the cached frozen ones."""
-    cross_entropy, uncovered, tokens, cells = loss_sums(TeacherForced(captioner), captioner.tokenizer.pad_id,
-                                                        features, inputs, targets)
-    cross_entropy = cross_entropy / tokens
+    sums = loss_sums(TeacherForced(captioner), captioner.tokenizer.pad_id, features, inputs, targets)
+    cross_entropy = sums.cross_entropy / sums.tokens
     if not captioner.decoder.config.attention or regularization == 0:
         return cross_entropy, cross_entropy
-    return cross_entropy + regularization * uncovered / cells, cross_entropy
+    return cross_entropy + regularization * sums.uncovered / sums.cells, cross_entropy
 
 
 # ---- the trainer -----------------------------------------------------------------------
@@ -152,14 +203,16 @@ class CaptionTrainer(RunLoop):
     better_metric = "bleu4"
 
     def __init__(self, captioner: Captioner, train_data: CaptionSet, valid_data: CaptionSet,
-                 config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None):
+                 config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None, init: dict | None = None):
+        """init, for a run started from a checkpoint, says which (config.json's "init")."""
         super().__init__(captioner, config, out_dir, world, network=TeacherForced(captioner))
         self.world.rows(config.batch_size)  # the batch must split evenly over the processes
-        self.tokenizer = captioner.tokenizer
+        self.tokenizer, self.init = captioner.tokenizer, init
         self.valid_data = valid_data
         self.train_features = self._features(train_data, "training")
         self.valid_features = self._features(valid_data, "validation")
-        self.pairs = Pairs.of(train_data, self.train_features, self.tokenizer, config.max_caption_tokens)
+        self.grid = self._supervised_grid(train_data)
+        self.pairs = Pairs.of(train_data, self.train_features, self.tokenizer, config.max_caption_tokens, self.grid)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
 
@@ -173,6 +226,22 @@ class CaptionTrainer(RunLoop):
 
             tqdm.write(f"skipping {len(features.errors)} unreadable {what} image(s), e.g.: {next(iter(features.errors.values()))}")
         return features
+
+    def _supervised_grid(self, data: CaptionSet) -> tuple[int, int] | None:
+        """The attention grid's (rows, columns) when attention supervision is on; None when off."""
+        if not self.config.attention_supervision:
+            return None
+        if not self.model.decoder.config.attention:
+            raise ConfigError(NEEDS_ATTENTION)
+        if not any(data.groundings or ()):
+            raise DataError(f"{data.name} has no boxes for attention supervision (an 'objects' column with each "
+                            "object's box and word span, as genseq_captioning.scenes writes)")
+        with torch.no_grad():
+            sample = self.train_features.values[self.train_features.readable[:1]].to(self.device).float()
+            return tuple(self.model.encoder.finish(sample).shape[-2:])
+
+    def checkpoint_files(self, **extra) -> dict[str, bytes]:
+        return self.model.files(**({"init": self.init} if self.init else {}), **extra)
 
     def _parameter_groups(self) -> list[dict]:
         groups = [{"params": list(self.model.decoder.parameters()), "lr_scale": 1.0}]
@@ -215,14 +284,19 @@ class CaptionTrainer(RunLoop):
             mine, weight = rows[:1], 0.0
         images, inputs, targets = self.pairs.batch(mine, self.tokenizer.bos_id, self.tokenizer.eos_id)
         features = self.train_features.values[images].to(self.device)
-        cross_entropy, uncovered, tokens, cells = loss_sums(self.network, self.tokenizer.pad_id, features,
-                                                            inputs.to(self.device), targets.to(self.device))
+        located = None
+        if self.grid:
+            located = self.pairs.located_batch(mine, inputs.size(1), math.prod(self.grid)).to(self.device)
+        sums = loss_sums(self.network, self.tokenizer.pad_id, features, inputs.to(self.device), targets.to(self.device),
+                         located)
         # Sums over the whole batch divided by the whole batch's counts; times the processes, as DDP averages.
-        all_tokens, all_cells, all_cross_entropy = world.sum([tokens * weight, cells * weight,
-                                                              cross_entropy.item() * weight])
-        loss = cross_entropy / all_tokens
+        all_tokens, all_cells, all_located, all_cross_entropy = world.sum(
+            [sums.tokens * weight, sums.cells * weight, sums.located * weight, sums.cross_entropy.item() * weight])
+        loss = sums.cross_entropy / all_tokens
         if self.model.decoder.config.attention and self.config.attention_regularization:
-            loss = loss + self.config.attention_regularization * uncovered / all_cells
+            loss = loss + self.config.attention_regularization * sums.uncovered / all_cells
+        if all_located:
+            loss = loss + self.config.attention_supervision * sums.misplaced / all_located
         return loss * (weight * world.size), all_cross_entropy / all_tokens
 
     # ---- validation -------------------------------------------------------------------------
@@ -289,11 +363,14 @@ def train_captioner(
     data: DataSpec, out_dir: str | Path, config: CaptionTrainConfig | None = None,
     encoder_config: EncoderConfig | None = None, encoder_weights: str | None = "auto", decoder_options: dict | None = None,
     vocab_size: int = 1000, tokenizer_type: str = "unigram", tokenizer_path: str | None = None, resume: bool = False,
+    init: str | None = None,
 ) -> CaptionTrainer:
     """Everything `genseq train captioning` does: data, tokenizer, captioner, then fit(); returns the finished trainer.
 
     encoder_weights: "auto" (the default captioner's encoder for efficientnet_lite0,
     torchvision's ImageNet weights otherwise), "default", "imagenet", a file, or None for random.
+    init (a captioner checkpoint directory, hub id, or "default" for the shipped one) starts from that
+    captioner: its tokenizer, encoder and decoder, which the encoder and decoder options must then leave out.
     """
     from genseq.distributed import world as current_world
 
@@ -302,8 +379,13 @@ def train_captioner(
     if not resume and world.is_main:
         refuse_existing_run(out_dir)  # before the data is read
     train_data, valid_data = data.load(config.seed)
+    started_from = None
     if resume:
-        captioner, _ = build_saved(read_directory_path(out_dir / "last"), CAPTIONER)
+        last = read_directory_path(out_dir / "last")
+        captioner, _ = build_saved(last, CAPTIONER)
+        started_from = read_config(last, kind=None).get("init")  # build_saved checked the kind
+    elif init:
+        captioner, started_from = starting_captioner(init)
     else:
         if tokenizer_path:
             tokenizer = Tokenizer.load(tokenizer_path)
@@ -315,11 +397,20 @@ def train_captioner(
         captioner = Captioner.create(encoder_config or EncoderConfig(), tokenizer, **(decoder_options or {}))
         load_pretrained(captioner.encoder, pretrained_source(captioner.encoder.config.name, encoder_weights))
         round_to_storage(captioner.encoder)
-    trainer = CaptionTrainer(captioner, train_data, valid_data, config, out_dir, world)
+    trainer = CaptionTrainer(captioner, train_data, valid_data, config, out_dir, world, started_from)
     if resume:
         trainer.resume()
     trainer.fit()
     return trainer
+
+
+def starting_captioner(init: str) -> tuple[Captioner, dict]:
+    """(captioner, config.json's "init") of a run that starts from init: a directory, a hub id or "default"."""
+    from .captioner import default_dir
+
+    directory = default_dir() if init == "default" else resolve(init)
+    captioner = load_checkpoint(directory, CAPTIONER)[0]
+    return captioner.train(), origin(init, directory)
 
 
 def pretrained_source(encoder_name: str, weights: str | None) -> str | None:
