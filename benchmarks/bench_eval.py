@@ -1,11 +1,13 @@
 """Evaluation speed: `genseq eval completion`'s batched scoring against the exact single stream, on one text.
 
-Both paths score the same tokens with the same model (the embedded default
+The paths score the same tokens with the same model (the embedded default
 unless --model) in the same process, in alternating rounds: the exact path
 runs the text as one stream with the state carried (--exact), the batched
-path cuts it into documents and pieces scored side by side. Each line gives
-the tokens per second and the total NLL; the last line the speed ratio
-batched / exact (best round of each) and how far the batched NLL is from the exact one.
+path cuts it into documents and pieces scored side by side, and batched int8
+does so with its matrix products in int8 (--precision int8). Each line gives
+the tokens per second and the total NLL; the last lines the speed ratio of
+each batched path to the exact one (best round of each) and how far its NLL
+is from the exact one.
 
     python benchmarks/bench_eval.py [--text GLOB] [--max-tokens 20000] [--rounds 1] [--threads N]
 """
@@ -28,6 +30,7 @@ from genseq.evaluate import evaluate
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_VALID = str(ROOT.parent / "shared" / "data" / "text" / "*" / "valid" / "*.txt")
 TEST_TEXT = str(ROOT / "tests" / "data" / "*" / "*.txt")
+PATHS = {"exact": {"exact": True}, "batched": {}, "batched int8": {"precision": "int8"}}  # evaluate()'s options
 
 
 def token_stream(files: list[str], tokenizer, max_tokens: int) -> TokenStream:
@@ -60,18 +63,18 @@ def main() -> None:
     print(f"model {args.model or 'embedded default'}: {model.num_parameters():,} parameters; {len(files)} files, "
           f"{len(stream.tokens) - 1:,} tokens scored; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"this machine: {capabilities.describe('cpu')}")
-    best = {"exact": math.inf, "batched": math.inf}
-    nll = {}
+    best, nll = {name: math.inf for name in PATHS}, {}
     for _ in range(args.rounds):  # other processes only ever add time, so the best round is the measure
-        for name in best:
-            metrics, seconds = timed(lambda: evaluate(model, stream, exact=name == "exact", eos_id=tokenizer.eos_id))
+        for name, options in PATHS.items():
+            metrics, seconds = timed(lambda: evaluate(model, stream, eos_id=tokenizer.eos_id, **options))
             best[name], nll[name] = min(best[name], seconds), metrics["nll"]
     scored = len(stream.tokens) - 1
     for name in best:
-        print(f"{name:<8} {scored / best[name]:8.0f} tok/s   nll {nll[name]:.3f}   {nll[name] / scored:.4f} nats/token")
-    difference = 100 * (nll["batched"] / nll["exact"] - 1)
-    print(f"ratio batched / exact tokens per second: {best['exact'] / best['batched']:.2f}x; "
-          f"NLL difference {difference:+.3f}%")
+        print(f"{name:<13} {scored / best[name]:8.0f} tok/s   nll {nll[name]:.3f}   {nll[name] / scored:.4f} nats/token")
+    for name in list(PATHS)[1:]:
+        difference = 100 * (nll[name] / nll["exact"] - 1)
+        print(f"ratio {name} / exact tokens per second: {best['exact'] / best[name]:.2f}x; "
+              f"NLL difference {difference:+.3f}%")
 
 
 if __name__ == "__main__":

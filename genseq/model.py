@@ -228,7 +228,11 @@ class FusedStep:
 
 
 def _lstm_cell(x, h, c, linear):
-    gates = linear(torch.cat([x, h], 1))  # (B, 4H), PyTorch's order i, f, g, o
+    return lstm_gates(linear(torch.cat([x, h], 1)), c)
+
+
+def lstm_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """h and c after one LSTM step from its summed gate pre-activations (B, 4H), PyTorch's order i, f, g, o."""
     i, f, g, o = gates.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c

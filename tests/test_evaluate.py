@@ -10,7 +10,8 @@ from cli_helpers import run_cli
 
 from genseq import LanguageModel, ModelConfig, default_model_dir, from_pretrained
 from genseq.data import TokenStream, open_source, tokenize
-from genseq.evaluate import Segment, evaluate, score_segments, segments
+from genseq.errors import ConfigError
+from genseq.evaluate import IGNORED, Int8Scorer, Segment, _window, evaluate, score_segments, segments, summed_nll
 
 EOS = 3
 
@@ -103,3 +104,69 @@ def test_eval_without_model_scores_the_embedded_default(capsys, tmp_path):
     model, tokenizer = from_pretrained(default_model_dir())
     expected = evaluate(model, tokenize(open_source(str(text)), tokenizer), eos_id=tokenizer.eos_id)
     assert json.loads(out) == pytest.approx(expected)
+
+
+def test_only_scored_positions_reach_the_output_layer(trained, valid_stream, monkeypatch):
+    model, tokens = trained[0], valid_stream.tokens
+    cut = segments(tokens, EOS, streams=6, min_length=32, context=8)
+    rows, logits = [], model.logits
+    monkeypatch.setattr(model, "logits", lambda features: rows.append(len(features)) or logits(features))
+    score_segments(model, tokens, cut, window=16)
+    assert sum(rows) == len(tokens) - 1 < sum(segment.length for segment in cut)
+
+
+def all_positions_nll(model, tokens, cut, window) -> float:
+    """score_segments with logits at every position, context and padding included, and one cross_entropy a window."""
+    nll, state = 0.0, None
+    with torch.no_grad():
+        for offset in range(0, max(segment.length for segment in cut), window):
+            inputs, targets = _window(tokens, cut, offset, window)
+            logits, state = model(inputs, state)  # (B, W, V)
+            nll += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORED, reduction="sum").item()
+    return nll
+
+
+def test_scoring_only_scored_positions_changes_no_score(trained, valid_stream):
+    model, tokens = trained[0], valid_stream.tokens
+    cut = sorted(segments(tokens, EOS, streams=6, min_length=32, context=8), key=lambda s: s.length, reverse=True)
+    assert score_segments(model, tokens, cut, window=16) == pytest.approx(all_positions_nll(model, tokens, cut, 16), rel=1e-6)
+
+
+def test_nll_summed_a_few_rows_at_a_time_is_that_of_all_rows(monkeypatch):
+    features, targets = torch.randn(1000, 16), torch.randint(0, 50, (1000,))
+    output = torch.nn.Linear(16, 50)
+    with torch.no_grad():
+        whole = F.cross_entropy(output(features), targets, reduction="sum").item()
+        monkeypatch.setattr("genseq.evaluate.ROWS", 64)
+        assert summed_nll(output, features, targets) == pytest.approx(whole, rel=1e-5)
+
+
+def test_int8_scorer_encodes_like_the_model(trained, valid_stream):
+    model, ids = trained[0], torch.from_numpy(valid_stream.tokens[:240].astype(np.int64)).view(4, 60)
+    with torch.no_grad():
+        features, (h, c) = model.encode(ids)
+        quantized, (h8, c8) = Int8Scorer(model).encode(ids)
+    assert quantized.shape == features.shape and h8.shape == h.shape and c8.shape == c.shape
+    assert (quantized - features).abs().max() < 0.05 * features.abs().max()
+
+
+def test_int8_scores_within_half_a_percent_of_fp32(trained, valid_stream):
+    fp32 = evaluate(trained[0], valid_stream, eos_id=EOS)
+    int8 = evaluate(trained[0], valid_stream, eos_id=EOS, precision="int8")
+    assert int8.keys() == fp32.keys() and int8["tokens"] == fp32["tokens"]
+    assert int8["nll"] != fp32["nll"] and int8["nll"] == pytest.approx(fp32["nll"], rel=5e-3)
+
+
+def test_int8_refuses_a_model_that_is_not_an_lstm(tokenizer):
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, cell="gru", embedding_size=8, hidden_size=8))
+    with pytest.raises(ConfigError, match="LSTM models only"):
+        Int8Scorer(model)
+
+
+def test_precision_flag_int8_keeps_the_json_and_an_unknown_one_is_one_clear_error(capsys, trained_run, valid_file):
+    code, out, _ = run_cli(capsys, "eval", "completion", "--model", trained_run, "--data", valid_file, "--json")
+    code8, out8, _ = run_cli(capsys, "eval", "completion", "--model", trained_run, "--data", valid_file, "--json",
+                             "--precision", "int8")
+    assert code == code8 == 0 and json.loads(out8).keys() == json.loads(out).keys()
+    code, _, err = run_cli(capsys, "eval", "completion", "--model", trained_run, "--data", valid_file, "--precision", "fp16")
+    assert code == 2 and err.strip() == "genseq: error: evaluation precision must be one of fp32, int8, not 'fp16'"

@@ -196,6 +196,9 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--exact", action="store_true",
                         help="score the text as one stream with the state carried throughout (slower; the default "
                              "scores documents and pieces of them side by side, within 0.5%% of it in NLL)")
+    parser.add_argument("--precision", default="fp32",
+                        help="of the matrix products, fp32 or int8 (default: fp32); int8 scores an LSTM model "
+                             "faster on a CPU, its NLL about 0.1%% higher")
     add_device_flag(parser)
 
 
@@ -212,4 +215,4 @@ def run_eval(args) -> dict:
     stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=progress,
                       style=args.style)
     return evaluate(model, stream, progress=progress, exact=args.exact, eos_id=tokenizer.eos_id,
-                    unscored=tuple(tokenizer.styles.values()))
+                    unscored=tuple(tokenizer.styles.values()), precision=args.precision)
