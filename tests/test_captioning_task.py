@@ -54,6 +54,21 @@ def test_the_shipped_default_captions_a_shipped_example_offline():
     assert result["logprob"] < 0 and len(result["words"]) == len(result["attention_weights"])
 
 
+def test_the_shipped_captioner_looks_at_each_object_of_a_scene_as_it_names_it():
+    """A test scene of two objects never seen together (examples/README.md): the attention peak of the words that
+    name each lies inside its box (pixels of the 224 x 224 scene, its 7 x 7 grid's cell centres)."""
+    result = get_task_class("captioning")().run({"image": str(EXAMPLES / "scene_phones_button.png")})
+    assert "no mobile phones" in result["caption"] and "japanese here button" in result["caption"]
+    phones, button = (34, 91, 136, 193), (147, 114, 224, 191)
+    boxes = {"no": phones, "mobile": phones, "here": button, "button": button}
+    for word, weights in zip(result["words"], result["attention_weights"]):
+        if word in boxes:
+            row, column = divmod(int(torch.as_tensor(weights).argmax()), 7)
+            x, y = (column + 0.5) * 32, (row + 0.5) * 32
+            x0, y0, x1, y1 = boxes[word]
+            assert x0 <= x < x1 and y0 <= y < y1, (word, x, y)
+
+
 def test_a_bad_file_gives_one_sentence_and_the_others_are_captioned(task, pictures, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     batch = [{"image": pictures[0]}, {"image": str(tmp_path / "missing.png")}, {"image": str(tmp_path / "notes.txt")},
