@@ -23,7 +23,8 @@ from .errors import ConfigError, GenseqError
 __all__ = [
     "whole_number", "positive_int", "non_negative_int", "seed", "finite_float", "non_negative_float", "positive_float",
     "fraction", "duration", "path", "device", "shown",
-    "add_device_flag", "add_tokenizer_flags", "add_run_flags", "config_flag", "build_config",
+    "add_device_flag", "add_tokenizer_flags", "defer_tokenizer_defaults", "given_tokenizer_flags", "add_run_flags",
+    "config_flag", "build_config",
     "run_directory", "check_writable", "saved_training_config", "training_outcome",
 ]
 
@@ -150,6 +151,25 @@ def add_tokenizer_flags(parser, vocab_size: int = 8000) -> None:
                         help="unigram or bpe learn word pieces; char keeps one piece per character, rare "
                              f"characters as bytes (default: {MODEL_TYPES[0]})")
     parser.add_argument("--tokenizer", type=path, metavar="FILE", help="reuse this tokenizer.model instead of training one")
+
+
+TOKENIZER_FLAGS = ("vocab_size", "tokenizer_type", "tokenizer")
+
+
+def defer_tokenizer_defaults(parser) -> None:
+    """Leave --vocab-size and --tokenizer-type None until given_tokenizer_flags() has seen whether they were
+    given: a run that starts from a checkpoint keeps its tokenizer, so it must tell them apart from defaults."""
+    defaults = {name: parser.get_default(name) for name in ("vocab_size", "tokenizer_type")}
+    parser.set_defaults(tokenizer_defaults=defaults, **dict.fromkeys(defaults))
+
+
+def given_tokenizer_flags(args) -> list[str]:
+    """The tokenizer flags given on the command line (names as in args); those left out get their defaults."""
+    given = [name for name in TOKENIZER_FLAGS if getattr(args, name) is not None]
+    for name, default in args.tokenizer_defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return given
 
 
 def config_flag(group, config_class, name: str, help: str = "", default_text: str | None = None, **options) -> None:

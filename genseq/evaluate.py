@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from .data import TokenStream
 from .errors import ConfigError
 from .generation.precision import Int8Linear
-from .model import LanguageModel, State, lstm_gates
+from .model import LanguageModel, State, layer_weights, lstm_gates
 
 STREAMS = 128  # segments scored side by side: enough rows for the recurrent matrix products to run at speed
 # Measured on the default model (Moby-Dick's valid split, 15 chapters): 256-token pieces reading 64 tokens
@@ -201,9 +201,6 @@ def scorer_for(model: LanguageModel, precision: str):
     return model if precision == "fp32" else Int8Scorer(model)
 
 
-LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # of each layer of nn.LSTM, suffixed _l{layer}
-
-
 class Int8Scorer:
     """An LSTM model's encode and logits with every matrix product in int8 (Int8Linear, fbgemm's dynamic
     quantization), for scoring only.
@@ -219,7 +216,7 @@ class Int8Scorer:
         self.model, core = model, model.core
         self.layers = []
         for layer in range(model.config.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(core, f"{name}_l{layer}").detach() for name in LSTM_WEIGHTS)
+            w_ih, w_hh, b_ih, b_hh = layer_weights(core, layer)
             self.layers.append((Int8Linear(w_ih, b_ih + b_hh), Int8Linear(w_hh, torch.zeros_like(b_hh))))
         self.projection = _int8_linear(model.projection)
         self.output = _int8_linear(model.output)

@@ -191,10 +191,7 @@ class FusedStep:
         self.embedding = model.embedding.weight.detach()
         self.layers = []
         for layer in range(config.num_layers):
-            w_ih = getattr(model.core, f"weight_ih_l{layer}").detach()
-            w_hh = getattr(model.core, f"weight_hh_l{layer}").detach()
-            b_ih = getattr(model.core, f"bias_ih_l{layer}").detach()
-            b_hh = getattr(model.core, f"bias_hh_l{layer}").detach()
+            w_ih, w_hh, b_ih, b_hh = layer_weights(model.core, layer)
             if self.cell == "gru":  # the candidate gate applies r to W_hh h only, so keep them apart
                 self.layers.append((make_linear(w_ih, b_ih), make_linear(w_hh, b_hh)))
             else:
@@ -225,6 +222,11 @@ class FusedStep:
         logits = self.output(x)  # (B, V)
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
         return logits, state
+
+
+def layer_weights(core: nn.Module, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(W_ih, W_hh, b_ih, b_hh) of one layer of an nn.LSTM, nn.GRU or nn.RNN, detached."""
+    return tuple(getattr(core, f"{name}_l{layer}").detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
 
 def _lstm_cell(x, h, c, linear):

@@ -116,6 +116,7 @@ def test_a_run_from_init_keeps_the_captioner_and_records_where_it_started(scene_
 @pytest.mark.parametrize("flags, words", [
     (["--hidden-size", "32"], "--hidden-size would change the captioner --init"),
     (["--encoder-weights", "none"], "--encoder-weights would change the captioner --init"),
+    (["--vocab-size", "500"], "--vocab-size would change the captioner --init"),
     (["--resume", "somewhere"], "drop --init"),
 ])
 def test_a_run_from_init_refuses_to_change_the_captioner_in_one_sentence(scene_folder, start, tmp_path, capsys, flags, words):
@@ -135,6 +136,7 @@ def test_supervision_without_boxes_or_without_attention_is_one_sentence(scene_fo
     assert main(["train", "captioning", "--data", str(singles), "--valid", str(singles), "--init", str(start), "--out",
                  str(tmp_path / "a"), "--attention-supervision", "1", "--no-progress"]) == 2
     assert "has no boxes for attention supervision" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # refused before a run directory is made
     assert main(["train", "captioning", "--data", str(scene_folder), "--out", str(tmp_path / "b"), "--no-attention",
                  "--encoder-weights", "none", "--image-size", "64", "--attention-supervision", "1", "--no-progress"]) == 2
     assert "attention supervision needs a captioner with attention" in capsys.readouterr().err

@@ -7,8 +7,9 @@ import functools
 import re
 
 from genseq.commands import (
-    add_device_flag, add_run_flags, add_tokenizer_flags, build_config, config_flag, fraction, non_negative_float, non_negative_int, path,
-    positive_float, positive_int, run_directory, saved_training_config, training_outcome,
+    add_device_flag, add_run_flags, add_tokenizer_flags, build_config, config_flag, defer_tokenizer_defaults, fraction,
+    given_tokenizer_flags, non_negative_float, non_negative_int, path, positive_float, positive_int, run_directory,
+    saved_training_config, training_outcome,
 )
 
 
@@ -52,6 +53,7 @@ def add_train_arguments(parser) -> None:
         decoder.add_argument("--" + name.replace("_", "-"), type=positive_int)
     decoder.add_argument("--dropout", type=fraction)
     add_tokenizer_flags(decoder, vocab_size=1000)
+    defer_tokenizer_defaults(parser)
 
     training = parser.add_argument_group("training (left out when resuming: the run's own values)")
     add_run_flags(training, CaptionTrainConfig, helps={
@@ -81,8 +83,9 @@ def run_train(args) -> int:
     from .train import NEEDS_ATTENTION, CaptionTrainConfig, DataSpec, train_captioner
 
     model_flags = [name for name in ENCODER_FLAGS + DECODER_FLAGS if getattr(args, name) is not None]
+    tokenizer_flags = given_tokenizer_flags(args)
     if args.init:
-        check_init(args, model_flags)
+        check_init(args, model_flags + tokenizer_flags)
     out_dir = run_directory(args.out, args.resume, changes_model=bool(model_flags or args.tokenizer))
     data = DataSpec(args.data, args.valid, args.split, args.valid_split, args.image_column, tuple(args.caption_columns or ()))
     encoder_options = {name: getattr(args, name) for name in ("image_size", "trainable_stages") if getattr(args, name) is not None}
@@ -112,15 +115,15 @@ def run_train(args) -> int:
                                         "caption_columns": None}, is_main=trainer.world.is_main)
 
 
-def check_init(args, model_flags: list[str]) -> None:
+def check_init(args, fixed: list[str]) -> None:
     """Refuse what a run from --init cannot do: resume (a run continues from its own checkpoint), or change the
-    encoder, decoder or tokenizer of the captioner it starts from."""
+    encoder, decoder or tokenizer of the captioner it starts from (fixed: the flags given that would)."""
     from genseq.errors import ConfigError
 
     if args.resume:
         raise ConfigError("--init starts a new run from a captioner and --resume continues a run from its own "
                           "checkpoint; drop --init")
-    fixed = model_flags + [name for name in ("tokenizer", "encoder_weights") if getattr(args, name) not in (None, "auto")]
+    fixed = fixed + (["encoder_weights"] if args.encoder_weights != "auto" else [])
     if fixed:
         flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
         raise ConfigError(f"{flags} would change the captioner --init {args.init} starts from, which such a run keeps; "

@@ -49,8 +49,8 @@ class CaptioningTask(Task):
                server_side=True),
     )
     examples = tuple(Example(label, {"image": f"examples/{name}.png"}) for label, name in (
-        # Composed scenes (genseq_captioning.scenes) of pairs the shipped captioner never saw together: the
-        # attention maps show it looking at each object as it names it.
+        # Composed scenes of the test split (genseq_captioning.scenes) that the shipped captioner captions right,
+        # the first a pair it never saw together: its attention map shows it looking at each object as it names it.
         ("phone sign and button (a scene)", "scene_phones_button"), ("roller coaster on sand (a scene)", "scene_roller_coaster"),
         ("woman on wood (a scene)", "scene_woman_wood"),
         ("grinning face", "emoji_1f600"), ("cat face", "emoji_1f431"), ("shark", "shark"), ("flamingo", "flamingo"),

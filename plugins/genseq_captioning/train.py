@@ -196,6 +196,17 @@ def caption_loss(captioner: Captioner, features: torch.Tensor, inputs, targets, 
     return cross_entropy + regularization * sums.uncovered / sums.cells, cross_entropy
 
 
+def check_supervision(config: CaptionTrainConfig, captioner: Captioner, data: CaptionSet) -> None:
+    """Refuse attention supervision that the captioner (no attention) or the data (no boxes) cannot have."""
+    if not config.attention_supervision:
+        return
+    if not captioner.decoder.config.attention:
+        raise ConfigError(NEEDS_ATTENTION)
+    if not any(data.groundings or ()):
+        raise DataError(f"{data.name} has no boxes for attention supervision (an 'objects' column with each "
+                        "object's box and word span, as genseq_captioning.scenes writes)")
+
+
 # ---- the trainer -----------------------------------------------------------------------
 class CaptionTrainer(RunLoop):
     """Trains a captioner into a run directory (see genseq.runs for its layout); the model is self.model."""
@@ -205,13 +216,14 @@ class CaptionTrainer(RunLoop):
     def __init__(self, captioner: Captioner, train_data: CaptionSet, valid_data: CaptionSet,
                  config: CaptionTrainConfig, out_dir: str | Path, world: World | None = None, init: dict | None = None):
         """init, for a run started from a checkpoint, says which (config.json's "init")."""
+        check_supervision(config, captioner, train_data)  # before a run directory is made or an image encoded
         super().__init__(captioner, config, out_dir, world, network=TeacherForced(captioner))
         self.world.rows(config.batch_size)  # the batch must split evenly over the processes
         self.tokenizer, self.init = captioner.tokenizer, init
         self.valid_data = valid_data
         self.train_features = self._features(train_data, "training")
         self.valid_features = self._features(valid_data, "validation")
-        self.grid = self._supervised_grid(train_data)
+        self.grid = self._supervised_grid()
         self.pairs = Pairs.of(train_data, self.train_features, self.tokenizer, config.max_caption_tokens, self.grid)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.progress = Progress()
@@ -227,15 +239,10 @@ class CaptionTrainer(RunLoop):
             tqdm.write(f"skipping {len(features.errors)} unreadable {what} image(s), e.g.: {next(iter(features.errors.values()))}")
         return features
 
-    def _supervised_grid(self, data: CaptionSet) -> tuple[int, int] | None:
+    def _supervised_grid(self) -> tuple[int, int] | None:
         """The attention grid's (rows, columns) when attention supervision is on; None when off."""
         if not self.config.attention_supervision:
             return None
-        if not self.model.decoder.config.attention:
-            raise ConfigError(NEEDS_ATTENTION)
-        if not any(data.groundings or ()):
-            raise DataError(f"{data.name} has no boxes for attention supervision (an 'objects' column with each "
-                            "object's box and word span, as genseq_captioning.scenes writes)")
         with torch.no_grad():
             sample = self.train_features.values[self.train_features.readable[:1]].to(self.device).float()
             return tuple(self.model.encoder.finish(sample).shape[-2:])

@@ -14,11 +14,10 @@ import functools
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "projection_size",
                  "embedding_dropout", "layer_dropout", "output_dropout", "tie_weights")
 DROPOUTS = ("embedding_dropout", "layer_dropout", "output_dropout")  # the model options a fine-tune may change
-TOKENIZER_OPTIONS = ("vocab_size", "tokenizer_type", "tokenizer")
 
 
 def add_train_arguments(parser) -> None:
-    from genseq.commands import add_tokenizer_flags, fraction, non_negative_int, path, positive_int
+    from genseq.commands import add_tokenizer_flags, defer_tokenizer_defaults, fraction, non_negative_int, path, positive_int
     from genseq.data import LABEL_SOURCES
 
     parser.description = ("Train the completion task's language model (an LSTM, GRU or RNN and its tokenizer) into a "
@@ -52,9 +51,7 @@ def add_train_arguments(parser) -> None:
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None)
 
     add_tokenizer_flags(parser.add_argument_group("tokenizer"))
-    # None until run_train has seen whether they were given, which a fine-tune must tell apart from their defaults
-    tokenizer_defaults = {name: parser.get_default(name) for name in ("vocab_size", "tokenizer_type")}
-    parser.set_defaults(tokenizer_defaults=tokenizer_defaults, **dict.fromkeys(tokenizer_defaults))
+    defer_tokenizer_defaults(parser)
     add_training_flags(parser.add_argument_group("training (left out when resuming: the run's own values)"))
 
 
@@ -75,7 +72,7 @@ def add_training_flags(training) -> None:
 
 def run_train(args) -> int:
     from genseq import train
-    from genseq.commands import build_config, run_directory, saved_training_config, training_outcome
+    from genseq.commands import build_config, given_tokenizer_flags, run_directory, saved_training_config, training_outcome
     from genseq.distributed import shutdown
 
     if args.dropout is not None:
@@ -83,11 +80,9 @@ def run_train(args) -> int:
             if getattr(args, name) is None:
                 setattr(args, name, args.dropout)
     model_options = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
-    tokenizer_options = [name for name in TOKENIZER_OPTIONS if getattr(args, name) is not None]
+    tokenizer_options = given_tokenizer_flags(args)
     if args.init:
         check_fine_tuning(args, model_options, tokenizer_options)
-    for name, default in args.tokenizer_defaults.items():
-        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     out_dir = run_directory(args.out, args.resume, changes_model=bool(model_options or tokenizer_options))
     saved = saved_training_config(out_dir) if args.resume else None
     if args.init:
