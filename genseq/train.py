@@ -66,11 +66,10 @@ __all__ = ["FINE_TUNING", "PRECISIONS", "SCHEDULES", "Progress", "TrainConfig", 
 SCHEDULES = ("cosine", "plateau", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 # What a fine-tune (a run from --init) defaults to instead of TrainConfig's from-scratch values: a sixth of the
-# learning rate, so that the weights move towards the new text without forgetting the old; a short warm-up,
-# since the optimizer's moments start from nothing; frequent validation with early stopping, as a small
-# corpus is over-fitted quickly; and a budget of 3 minutes when neither --max-steps nor --max-time is given.
-FINE_TUNING = {"lr": 5e-4, "warmup_steps": 10, "eval_every": 100, "patience": 3, "max_time": 180.0}
-
+# learning rate, so that the weights move towards the new text without forgetting the old; early stopping, as a
+# small corpus is over-fitted quickly; and a budget of 3 minutes when neither --max-steps nor --max-time is given.
+# Its warm-up, validations and dropout follow its budget (genseq.budget), as a run from scratch's do.
+FINE_TUNING = {"lr": 5e-4, "patience": 3, "max_time": 180.0}
 
 @dataclass
 class TrainConfig(RunConfig):
@@ -82,6 +81,7 @@ class TrainConfig(RunConfig):
     min_lr_ratio: float = 0.05  # cosine ends at lr * min_lr_ratio
     plateau_factor: float = 0.5  # plateau: lr *= factor after a validation without improvement
     precision: str = "auto"  # auto: the faster of bf16 autocast and fp32 where bf16 runs (training_precision)
+    budget_rule: dict | None = None  # what genseq.budget chose for this run: {option: {"value", "reason"}}
 
     def __post_init__(self):
         super().__post_init__()

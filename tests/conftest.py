@@ -81,7 +81,7 @@ def trained_run(tmp_path_factory, train_file, valid_file) -> Path:
     code = main([
         "train", "completion", "--data", str(train_file), "--valid", str(valid_file), "--out", str(out),
         "--vocab-size", "400", "--embedding-size", "32", "--hidden-size", "48", "--batch-size", "8",
-        "--bptt", "16", "--max-steps", "40", "--warmup-steps", "5", "--no-progress",
+        "--bptt", "16", "--max-steps", "40", "--warmup-steps", "5", "--no-progress", "--fixed-defaults",
     ])
     assert code == 0
     return out

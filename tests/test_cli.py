@@ -11,7 +11,7 @@ from cli_helpers import run_cli
 def tiny_train_args(data, out, *extra):
     return ["train", "completion", "--data", data, "--out", out, "--vocab-size", "400", "--hidden-size", "16",
             "--embedding-size", "16", "--batch-size", "4", "--bptt", "8", "--max-steps", "10",
-            "--warmup-steps", "2", "--no-progress", *extra]
+            "--warmup-steps", "2", "--no-progress", "--fixed-defaults", *extra]
 
 
 def test_eval_json_prints_the_documented_metrics(capsys, trained_run, valid_file):

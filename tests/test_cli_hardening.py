@@ -23,7 +23,8 @@ def assert_one_sentence(code, err, *fragments):
 
 def train_args(train_file, out, *extra):
     return ["train", "completion", "--data", train_file, "--out", out, "--vocab-size", "400", "--hidden-size", "16",
-            "--embedding-size", "16", "--batch-size", "4", "--bptt", "8", "--max-steps", "10", "--no-progress", *extra]
+            "--embedding-size", "16", "--batch-size", "4", "--bptt", "8", "--max-steps", "10", "--no-progress",
+            "--fixed-defaults", *extra]
 
 
 class Reached(Exception):

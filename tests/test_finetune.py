@@ -36,7 +36,8 @@ def test_a_fine_tune_keeps_the_tokenizer_and_model_and_records_its_origin(traine
     out = tmp_path / "tuned"
     assert fine_tune(trained_run, train_file, valid_file, out, "--max-steps", "6", "--dropout", "0.3") == 0
     error = capsys.readouterr().err
-    assert f"fine-tuning {trained_run} with --lr 0.0005, --warmup-steps 0, --eval-every 100, --patience 3" in error
+    assert f"fine-tuning {trained_run} with --lr 0.0005, --patience 3" in error
+    assert "chosen for this budget" in error and "--warmup-steps" in error and "--hidden-size" not in error
     config = json.loads((out / "config.json").read_text())
     original = json.loads((trained_run / "config.json").read_text())
     assert config["init"] == {"from": str(trained_run.resolve()), "genseq": original["versions"]["genseq"],

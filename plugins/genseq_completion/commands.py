@@ -21,7 +21,10 @@ def add_train_arguments(parser) -> None:
     from genseq.data import LABEL_SOURCES
 
     parser.description = ("Train the completion task's language model (an LSTM, GRU or RNN and its tokenizer) into a "
-                          "run directory, or continue a run exactly where it stopped.")
+                          "run directory, or continue a run exactly where it stopped. Given a budget (--max-time or "
+                          "--max-steps), the model, tokenizer and optimisation options left out are chosen for it, the "
+                          "corpus size and this machine's measured speed, and printed; the defaults shown below hold "
+                          "without a budget or with --fixed-defaults.")
     parser.add_argument("--data", required=True, type=path, help="text file, folder, glob, or Hugging Face dataset (name or local path)")
     parser.add_argument("--valid", type=path, help="validation data, same forms as --data (default: the last 5%% of --data)")
     parser.add_argument("--out", type=path, help="run directory to create")
@@ -50,6 +53,9 @@ def add_train_arguments(parser) -> None:
     model.add_argument("--output-dropout", type=fraction)
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None)
 
+    parser.add_argument("--fixed-defaults", action="store_true",
+                        help="options left out keep the defaults shown here, instead of being chosen for the "
+                             "budget (--max-time or --max-steps), the corpus and this machine (printed when chosen)")
     add_tokenizer_flags(parser.add_argument_group("tokenizer"))
     defer_tokenizer_defaults(parser)
     add_training_flags(parser.add_argument_group("training (left out when resuming: the run's own values)"))
@@ -87,8 +93,9 @@ def run_train(args) -> int:
     saved = saved_training_config(out_dir) if args.resume else None
     if args.init:
         fine_tuning_defaults(args)
+    chosen = {} if args.resume else budget_defaults(args, model_options, tokenizer_options)
     config = build_config(train.TrainConfig, args, saved, frozen=("batch_size", "bptt", "seed"),
-                          progress=not args.no_progress, **short_run_warmup(args, saved))
+                          progress=not args.no_progress, **short_run_warmup(args, saved), **chosen)
     if not args.resume:
         check_new_model(args, model_options, config)
     try:
@@ -132,13 +139,54 @@ def fine_tuning_defaults(args) -> None:
     defaults = dict(FINE_TUNING)
     if args.max_steps is not None:
         del defaults["max_time"]
-        defaults["warmup_steps"] = min(defaults["warmup_steps"], args.max_steps // 10)
     taken = {name: value for name, value in defaults.items() if getattr(args, name) is None}
     for name, value in taken.items():
         setattr(args, name, value)
     if taken:
         shown = ", ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in taken.items())
         print(f"fine-tuning {args.init} with {shown} (give a flag to change one)", file=sys.stderr)
+
+
+BUDGET_TRAINING = ("lr", "warmup_steps", "eval_every", "epochs", "batch_size", "bptt")  # the rule reads or sets these
+
+
+def budget_defaults(args, model_options: dict, tokenizer_options: list[str]) -> dict:
+    """Fill the options a new run with a budget left out from genseq.budget's rule, and say on stderr what it
+    chose and why; {"budget_rule": the choices} for the run's config, {} without a budget.
+
+    A run from scratch gets its model, tokenizer and optimisation; a fine-tune (--init), whose model and tokenizer
+    are its checkpoint's, gets dropout from its epochs and warm-up and validation from its steps."""
+    from genseq import budget
+    from genseq.data import open_source
+
+    if args.fixed_defaults or (args.max_time is None and args.max_steps is None):
+        return {}
+    given = {**model_options, **{name: getattr(args, name) for name in tokenizer_options},
+             **{name: getattr(args, name) for name in BUDGET_TRAINING if getattr(args, name) is not None}}
+    if args.tokenizer:
+        from genseq.tokenizer import Tokenizer
+
+        given["vocab_size"] = Tokenizer.load(args.tokenizer).vocab_size
+    text_bytes = None if args.streaming else budget.corpus_bytes(open_source(args.data, args.text_column))
+    device = train_device(args)
+    if args.init:
+        choices = budget.choose_fine_tune(init_model_config(args.init), given, text_bytes, args.max_time,
+                                          args.max_steps, device)
+    else:
+        choices = budget.choose(given, text_bytes, args.max_time, args.max_steps, device)
+    for name, choice in choices.items():
+        if name in MODEL_OPTIONS:
+            model_options[name] = choice.value
+        else:
+            setattr(args, name, choice.value)
+    budget.describe(choices)
+    return {"budget_rule": {name: {"value": c.value, "reason": c.reason} for name, c in choices.items()}}
+
+
+def train_device(args) -> str:
+    from genseq.train import resolve_device
+
+    return str(resolve_device(args.device or "auto"))
 
 
 def short_run_warmup(args, saved: dict | None) -> dict:

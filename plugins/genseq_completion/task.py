@@ -56,11 +56,9 @@ class CompletionTask(Task):
     # soon finds a model saved and early stopping ends a run that only over-fits; and epochs that never end a run
     # before its budget.
     text_training = TextTraining(
-        starts={"the default model": ("--init", "default"),
-                "from scratch": ("--tokenizer-type", "char", "--vocab-size", "400", "--embedding-size", "64",
-                                 "--hidden-size", "256", "--layers", "1", "--dropout", "0.2", "--eval-every", "50",
-                                 "--patience", "5", "--warmup-steps", "20", "--epochs", "10000")},
-        options=(Option("lr", None, "learning rate; empty: 5e-4 from the default model, 3e-3 from scratch", type=float,
+        starts={"the default model": ("--init", "default"), "from scratch": ()},  # the budget rule chooses the rest
+        options=(Option("lr", None, "learning rate; empty: 5e-4 from the default model, chosen for the model's size "
+                        "from scratch", type=float,
                         minimum=0.0, exclusive_minimum=True, label="learning rate"),
                  Option("batch_size", None, "texts side by side in a step; empty: 32", type=int, minimum=1,
                         app_maximum=256, label="batch size"),

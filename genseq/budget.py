@@ -1,0 +1,238 @@
+"""Budget-aware training defaults: the model, tokenizer and optimisation a time or step budget buys on this machine.
+
+A run from scratch given a budget (--max-time or --max-steps) and no model,
+tokenizer or optimisation flags gets them from here, chosen from three facts:
+the corpus size, the budget, and this machine's speed at each model size
+(measured for a few seconds before training, when the budget is a time). Every
+flag the user gives wins; the rest is chosen around it.
+
+The rule (see docs/training.md for its sweep, benchmarks/budget_sweep.py):
+
+- Size. A larger model pays off only once it has seen enough tokens; below that
+  a smaller one, which reads more tokens in the same time, ends lower. SIZES
+  lists the sizes in order with the tokens each needs to beat the one before
+  (measured); the rule takes the largest whose need the budget meets, counting
+  the tokens each size would read in this budget on this machine.
+- Vocabulary. Each size has the BPE vocabulary that was best with it. A small
+  vocabulary means short pieces: cheap output layer, and every piece seen often
+  in a short run. It never exceeds what the corpus supports (one piece per
+  MIN_BYTES_PER_PIECE bytes); a tiny corpus gets characters.
+- Dropout. From the epochs the budget will make over the corpus: none for a
+  first pass, more as the model reads the same text again.
+- Schedule. The learning rate of the size, warm-up a small share of the
+  expected steps, cosine decay to the end of the budget, a few validations.
+
+A fine-tune (--init) keeps its checkpoint's model and tokenizer; the same rule
+gives it dropout from its epochs and warm-up and validation from its steps.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class Size:
+    """One model size of the rule: a tied LSTM (embedding as wide as the hidden state), its BPE vocabulary and the
+    learning rate and batch it trains with, and the tokens it must read within a budget to beat the size before."""
+
+    hidden: int
+    layers: int
+    vocab: int
+    lr: float
+    batch: int
+    needs: float
+
+
+# Measured (benchmarks/budget_sweep.py, docs/training.md#budget-aware-defaults) up to 512; the larger sizes
+# continue the trend (about three times the tokens for each step up) towards the shipped default's recipe.
+SIZES = (
+    Size(256, 1, 512, 5e-3, 16, 0),
+    Size(384, 1, 512, 5e-3, 16, 1_500_000),
+    Size(512, 1, 512, 5e-3, 32, 5_000_000),
+    Size(768, 1, 1024, 4e-3, 32, 15_000_000),
+    Size(1024, 1, 2048, 3e-3, 32, 45_000_000),
+    Size(1024, 2, 4096, 3e-3, 32, 135_000_000),
+)
+BPTT = 64
+MIN_BYTES_PER_PIECE = 200  # the vocabulary is at most the corpus's bytes / this
+CHAR_BELOW = 100_000  # bytes: a corpus smaller than this is tokenized by characters
+CHAR_VOCABULARY = 400
+# Dropout by the epochs a run makes over its corpus: (at most this many epochs, dropout).
+DROPOUT_BY_EPOCHS = ((1.0, 0.0), (12.0, 0.1), (30.0, 0.2), (math.inf, 0.3))
+CHARS_PER_PIECE = {512: 2.4, 1024: 2.8, 2048: 3.2, 4096: 3.6, 8000: 4.0}  # English BPE; characters: 1
+VALIDATIONS = 5  # per run: few enough that scoring the valid split costs little of the wall-clock time
+WARMUP_SHARE, MAX_WARMUP = 0.03, 100
+
+MODEL_NAMES = ("embedding_size", "hidden_size", "num_layers", "projection_size", "tie_weights")
+DROPOUTS = ("embedding_dropout", "layer_dropout", "output_dropout")
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: object
+    reason: str
+
+
+def corpus_bytes(source) -> int | None:
+    """The training text's size in bytes: its files', or a loaded dataset's table; None for a stream."""
+    paths = getattr(source, "paths", None)
+    if paths is not None:
+        return sum(path.stat().st_size for path in paths)
+    data = getattr(getattr(source, "dataset", None), "data", None)
+    return getattr(data, "nbytes", None)
+
+
+def training_flops_per_token(vocab: int, embedding: int, hidden: int, layers: int) -> float:
+    """Multiply-adds x 2 x 3 (forward, and backward at twice its cost) of one token of training."""
+    recurrent = sum(4 * hidden * ((embedding if layer == 0 else hidden) + hidden) for layer in range(layers))
+    return 6.0 * (recurrent + hidden * vocab)
+
+
+def measured_tokens_per_second(model_config: dict, batch: int = 32, bptt: int = BPTT, device: str = "cpu") -> float:
+    """Tokens per second of one training step (forward, backward, AdamW) of a model of model_config on this
+    machine: the faster of two steps after a warm-up one, on random tokens, leaving torch's random state as it was."""
+    import torch
+
+    from .model import LanguageModel, ModelConfig
+
+    vocab = model_config["vocab_size"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LanguageModel(ModelConfig(**model_config)).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(0, vocab, (batch, bptt + 1), device=device)
+        best = math.inf
+        for attempt in range(3):
+            started = time.perf_counter()
+            logits, _ = model(ids[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            if attempt:
+                best = min(best, time.perf_counter() - started)
+    return batch * bptt / best
+
+
+def dropout_for(epochs: float) -> Choice:
+    for most, dropout in DROPOUT_BY_EPOCHS:
+        if epochs <= most:
+            break
+    return Choice(dropout, f"about {epochs:.2g} epochs over the corpus")
+
+
+def vocabulary_for(size_vocab: int, text_bytes: int | None) -> tuple[str, int, str]:
+    """(tokenizer type, vocabulary, reason) for a size's vocabulary and a corpus of text_bytes."""
+    if text_bytes is not None and text_bytes < CHAR_BELOW:
+        return "char", CHAR_VOCABULARY, f"a corpus under {CHAR_BELOW // 1000} KB: one piece per character"
+    if text_bytes is not None and size_vocab > text_bytes // MIN_BYTES_PER_PIECE:
+        fitting = max(v for v in CHARS_PER_PIECE if v <= max(512, text_bytes // MIN_BYTES_PER_PIECE))
+        return "bpe", fitting, f"at most one piece per {MIN_BYTES_PER_PIECE} bytes of corpus"
+    return "bpe", size_vocab, "the vocabulary measured best with this model size"
+
+
+def chars_per_piece(tokenizer_type: str, vocab: int) -> float:
+    if tokenizer_type == "char":
+        return 1.0
+    return CHARS_PER_PIECE.get(vocab) or CHARS_PER_PIECE[min(CHARS_PER_PIECE, key=lambda v: abs(math.log(v / vocab)))]
+
+
+def choose(given: dict, text_bytes: int | None, seconds: float | None, steps: int | None, device: str = "cpu",
+           speed=measured_tokens_per_second) -> dict[str, Choice]:
+    """The choices of a new run from scratch for the options not in given (option name -> the value given).
+
+    seconds and steps are the budget (either may be None; the run stops at the first). text_bytes is the
+    corpus's size, None when unknown (a stream). speed(model_config, batch, bptt, device) gives tokens per
+    second, measured by default; tests pass their own.
+    """
+    def plan(size: Size) -> tuple[dict, dict, str, float]:
+        """(model config, training options, why that vocabulary, tokens read in the budget) of a size."""
+        kind, vocab, why = vocabulary_for(size.vocab, text_bytes)
+        hidden, projection = given.get("hidden_size", size.hidden), given.get("projection_size", 0)
+        shape = {"vocab_size": given.get("vocab_size", vocab), "hidden_size": hidden,
+                 "num_layers": given.get("num_layers", size.layers), "projection_size": projection,
+                 "embedding_size": given.get("embedding_size", projection or hidden)}
+        shape["tie_weights"] = given.get("tie_weights", shape["embedding_size"] == (projection or hidden))
+        training = {"tokenizer_type": given.get("tokenizer_type", kind), "batch_size": given.get("batch_size", size.batch),
+                    "bptt": given.get("bptt", BPTT)}
+        return shape, training, why, tokens_read(shape, training, seconds, steps, device, speed)
+
+    picked, (shape, training, why, read) = SIZES[0], plan(SIZES[0])
+    reason = f"reads {read / 1e6:.2g} M tokens in this budget, too few for a larger size"
+    for size in SIZES[1:]:  # the largest size whose need the budget meets
+        planned = plan(size)
+        if planned[3] < size.needs:
+            break
+        picked, (shape, training, why, read) = size, planned
+        reason = f"reads {read / 1e6:.2g} M tokens in this budget, at least the {size.needs / 1e6:.2g} M it needs"
+    choices = {
+        "hidden_size": Choice(shape["hidden_size"], reason), "num_layers": Choice(shape["num_layers"], reason),
+        "embedding_size": Choice(shape["embedding_size"], "as wide as the output layer's input, to share its weights"),
+        "tie_weights": Choice(shape["tie_weights"], "one matrix for input and output: fewer weights to learn"),
+        "projection_size": Choice(0, "none: the embedding is as wide as the hidden state"),
+        "tokenizer_type": Choice(training["tokenizer_type"], why), "vocab_size": Choice(shape["vocab_size"], why),
+        "lr": Choice(picked.lr, "the rate measured best for this size"),
+        "batch_size": Choice(picked.batch, "more, smaller steps for a short run" if picked.batch < 32 else
+                             "the batch measured best for this size"),
+    }
+    if text_bytes:
+        epochs = read * chars_per_piece(training["tokenizer_type"], shape["vocab_size"]) / text_bytes
+        choices.update(dict.fromkeys(DROPOUTS, dropout_for(epochs)))
+    choices.update(schedule_for(read, training))
+    return {name: choice for name, choice in choices.items() if name not in given}
+
+
+def choose_fine_tune(model_config: dict, given: dict, text_bytes: int | None, seconds: float | None,
+                     steps: int | None, device: str = "cpu", speed=measured_tokens_per_second) -> dict[str, Choice]:
+    """The choices of a fine-tune of a model of model_config for the options not in given: warm-up and validations
+    from its steps, and dropout raised from the checkpoint's own when the budget makes several epochs."""
+    training = {"batch_size": given.get("batch_size", 32), "bptt": given.get("bptt", BPTT)}
+    read = tokens_read(model_config, training, seconds, steps, device, speed)
+    choices = schedule_for(read, training)
+    if text_bytes:
+        dropout = dropout_for(read * chars_per_piece("unigram", model_config["vocab_size"]) / text_bytes)
+        for name in DROPOUTS:
+            if dropout.value > model_config.get(name, 0.0):
+                choices[name] = dropout
+    return {name: choice for name, choice in choices.items() if name not in given}
+
+
+def tokens_read(model_config: dict, training: dict, seconds: float | None, steps: int | None, device: str,
+                speed) -> float:
+    """Tokens a model of model_config reads in the budget with training's batch_size and bptt: its steps'
+    batches, or its measured speed times the seconds (at most the steps' when both are given)."""
+    batch, bptt = training["batch_size"], training["bptt"]
+    by_steps = steps * batch * bptt if steps else math.inf
+    if not seconds:
+        return by_steps
+    key = (speed, tuple(sorted(model_config.items())), batch, bptt, device)
+    if key not in _speeds:
+        _speeds[key] = speed(dict(model_config), batch, bptt, device)
+    return min(by_steps, _speeds[key] * seconds)
+
+
+_speeds: dict[tuple, float] = {}  # measured once per process for each shape
+
+
+def schedule_for(read: float, training: dict) -> dict[str, Choice]:
+    """Warm-up, validations and epochs for a run that reads read tokens in batches of training's shape."""
+    run_steps = max(1, int(read // (training["batch_size"] * training["bptt"])))
+    warmup = min(MAX_WARMUP, int(WARMUP_SHARE * run_steps), run_steps - 1)
+    return {"warmup_steps": Choice(warmup, f"{WARMUP_SHARE:.0%} of about {run_steps} steps"),
+            "eval_every": Choice(max(1, run_steps // VALIDATIONS), f"about {VALIDATIONS} validations in the run"),
+            "epochs": Choice(10_000, "the budget ends the run")}
+
+
+def describe(choices: dict[str, Choice], file=None) -> None:
+    """One short block (on stderr unless file): each choice, its value and why."""
+    if not choices:
+        return
+    file = file or sys.stderr
+    print("chosen for this budget (give a flag to change one):", file=file)
+    for name, choice in choices.items():
+        print(f"  --{name.replace('_', '-'):<18} {choice.value!s:<8} {choice.reason}", file=file)
