@@ -156,7 +156,7 @@ def report(results: list[dict], out: Path) -> None:
             if (corpus, budget, other) in table:
                 reference = table[corpus, budget, other]
                 print(f"{corpus} {budget}: rule / {other} = {value / reference:.3f} "
-                      f"({100 * (1 - value / reference):+.1f}% nats per character)")
+                      f"({100 * (1 - value / reference):.1f}% fewer nats per character)")
     plot(results, out / "loss-vs-budget.png")
 
 

@@ -28,10 +28,13 @@ gives it dropout from its epochs and warm-up and validation from its steps.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from dataclasses import dataclass
+
+from .errors import ConfigError, GenseqError
 
 @dataclass(frozen=True)
 class Size:
@@ -164,8 +167,11 @@ def choose(given: dict, text_bytes: int | None, seconds: float | None, steps: in
 
     picked, (shape, training, why, read) = SIZES[0], plan(SIZES[0])
     reason = f"reads {read / 1e6:.2g} M tokens in this budget, too few for a larger size"
-    for size in SIZES[1:]:  # the largest size whose need the budget meets
-        planned = plan(size)
+    for size in SIZES[1:]:  # the largest size whose need the budget meets, and that fits in memory
+        try:
+            planned = plan(size)
+        except ConfigError:
+            break
         if planned[3] < size.needs:
             break
         picked, (shape, training, why, read) = size, planned
@@ -212,11 +218,21 @@ def tokens_read(model_config: dict, training: dict, seconds: float | None, steps
         return by_steps
     key = (speed, tuple(sorted(model_config.items())), batch, bptt, device)
     if key not in _speeds:
+        check_trainable(model_config, batch, bptt, device)
         _speeds[key] = speed(dict(model_config), batch, bptt, device)
     return min(by_steps, _speeds[key] * seconds)
 
 
 _speeds: dict[tuple, float] = {}  # measured once per process for each shape
+
+
+def check_trainable(model_config: dict, batch: int, bptt: int, device: str) -> None:
+    """ConfigError, in one sentence, for a model that cannot be built or whose training does not fit in memory:
+    nothing that would fail is built to be timed."""
+    from .memory import check_language_model_training
+    from .model import ModelConfig
+
+    check_language_model_training(ModelConfig(**model_config), batch, bptt, device)
 
 
 def schedule_for(read: float, training: dict) -> dict[str, Choice]:
@@ -228,11 +244,46 @@ def schedule_for(read: float, training: dict) -> dict[str, Choice]:
             "epochs": Choice(10_000, "the budget ends the run")}
 
 
+def agreed(world, choose) -> dict[str, Choice]:
+    """choose()'s choices, made once by the main process of a distributed run and sent to the others (each
+    process would otherwise time the sizes for itself and might choose differently); its error on every rank."""
+    if not world.distributed:
+        return choose()
+    payload = None
+    if world.is_main:
+        try:
+            payload = {"choices": {name: [c.value, c.reason] for name, c in choose().items()}}
+        except GenseqError as error:  # every process stops with the main one's sentence
+            payload = {"error": str(error)}
+    payload = json.loads(world.broadcast_bytes(json.dumps(payload).encode() if world.is_main else None))
+    if "error" in payload:
+        raise ConfigError(payload["error"])
+    return {name: Choice(*value) for name, value in payload["choices"].items()}
+
+
+def flag(name: str, value) -> str:
+    """A choice as the flag that gives it: --layers 2, --tie-weights, --no-tie-weights, --lr 0.005."""
+    option = "--" + {"num_layers": "layers"}.get(name, name).replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else "--no-" + option[2:]
+    return f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}"
+
+
 def describe(choices: dict[str, Choice], file=None) -> None:
-    """One short block (on stderr unless file): each choice, its value and why."""
+    """One short block (on stderr unless file): the choices as flags, those chosen for one reason on one line."""
     if not choices:
         return
-    file = file or sys.stderr
-    print("chosen for this budget (give a flag to change one):", file=file)
+    choices = dict(choices)
+    if all(name in choices for name in DROPOUTS) and len({choices[name].value for name in DROPOUTS}) == 1:
+        choices = {("dropout" if name == DROPOUTS[0] else name): choice for name, choice in choices.items()
+                   if name not in DROPOUTS[1:]}
+    lines: list[tuple[list[str], str]] = []
     for name, choice in choices.items():
-        print(f"  --{name.replace('_', '-'):<18} {choice.value!s:<8} {choice.reason}", file=file)
+        if lines and lines[-1][1] == choice.reason:
+            lines[-1][0].append(flag(name, choice.value))
+        else:
+            lines.append(([flag(name, choice.value)], choice.reason))
+    print("chosen for this budget (give a flag to change one):", file=file or sys.stderr)
+    width = max(len(" ".join(flags)) for flags, _ in lines)
+    for flags, reason in lines:
+        print(f"  {' '.join(flags):<{width}}  {reason}", file=file or sys.stderr)

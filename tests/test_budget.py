@@ -144,3 +144,47 @@ def test_a_resumed_run_keeps_what_was_chosen(capsys, tmp_path, train_file, valid
     assert "chosen for this budget" not in err
     again = json.loads((out / "config.json").read_text())["training_config"]
     assert again["budget_rule"] == first["budget_rule"] and again["lr"] == first["lr"]
+
+
+def test_the_choices_are_printed_as_the_flags_that_give_them(capsys):
+    budget.describe(choose({}, 1_000_000, None, 2000, speed=never_measured))
+    block = capsys.readouterr().err
+    assert block.startswith("chosen for this budget") and "--layers 1" in block and "--num-layers" not in block
+    assert block.count("--dropout 0.1") == 1 and "--layer-dropout" not in block and "--tie-weights" in block
+    assert "--tokenizer-type bpe --vocab-size 512" in block  # one reason, one line
+
+
+class FakeWorld:
+    """Two processes in one: the main one's broadcast is what the other receives."""
+
+    def __init__(self, is_main: bool, sent: list):
+        self.distributed, self.is_main, self.sent = True, is_main, sent
+
+    def broadcast_bytes(self, data):
+        if self.is_main:
+            self.sent.append(data)
+            return data
+        return self.sent[-1]
+
+
+def test_a_distributed_run_takes_the_main_process_choices_and_its_errors():
+    sent = []
+    main_choices = budget.agreed(FakeWorld(True, sent), lambda: choose({}, 10**6, None, 100, speed=never_measured))
+    other = budget.agreed(FakeWorld(False, sent), lambda: pytest.fail("only the main process chooses"))
+    assert other == main_choices
+
+    def refused():
+        raise budget.ConfigError("no room for this model")
+
+    with pytest.raises(budget.ConfigError, match="no room"):
+        budget.agreed(FakeWorld(True, sent), refused)
+    with pytest.raises(budget.ConfigError, match="no room"):
+        budget.agreed(FakeWorld(False, sent), lambda: None)
+
+
+def test_a_size_that_cannot_fit_is_refused_before_it_is_built(monkeypatch):
+    from genseq import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 50_000_000, raising=False)
+    with pytest.raises(budget.ConfigError):
+        choose({"hidden_size": 200_000}, 10**6, 60, None, speed=lambda *a: pytest.fail("nothing is timed"))

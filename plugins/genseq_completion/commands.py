@@ -156,8 +156,11 @@ def budget_defaults(args, model_options: dict, tokenizer_options: list[str]) -> 
 
     A run from scratch gets its model, tokenizer and optimisation; a fine-tune (--init), whose model and tokenizer
     are its checkpoint's, gets dropout from its epochs and warm-up and validation from its steps."""
+    from torch import device as torch_device
+
     from genseq import budget
     from genseq.data import open_source
+    from genseq.distributed import world
 
     if args.fixed_defaults or (args.max_time is None and args.max_steps is None):
         return {}
@@ -167,13 +170,15 @@ def budget_defaults(args, model_options: dict, tokenizer_options: list[str]) -> 
         from genseq.tokenizer import Tokenizer
 
         given["vocab_size"] = Tokenizer.load(args.tokenizer).vocab_size
-    text_bytes = None if args.streaming else budget.corpus_bytes(open_source(args.data, args.text_column))
+    def choose():
+        text_bytes = None if args.streaming else budget.corpus_bytes(open_source(args.data, args.text_column))
+        if args.init:
+            return budget.choose_fine_tune(init_model_config(args.init), given, text_bytes, args.max_time,
+                                           args.max_steps, device)
+        return budget.choose(given, text_bytes, args.max_time, args.max_steps, device)
+
     device = train_device(args)
-    if args.init:
-        choices = budget.choose_fine_tune(init_model_config(args.init), given, text_bytes, args.max_time,
-                                          args.max_steps, device)
-    else:
-        choices = budget.choose(given, text_bytes, args.max_time, args.max_steps, device)
+    choices = budget.agreed(world(torch_device(device)), choose)
     for name, choice in choices.items():
         if name in MODEL_OPTIONS:
             model_options[name] = choice.value
