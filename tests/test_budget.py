@@ -188,3 +188,13 @@ def test_a_size_that_cannot_fit_is_refused_before_it_is_built(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 50_000_000, raising=False)
     with pytest.raises(budget.ConfigError):
         choose({"hidden_size": 200_000}, 10**6, 60, None, speed=lambda *a: pytest.fail("nothing is timed"))
+
+
+def test_a_long_time_budget_validates_every_few_minutes_so_that_a_stopped_run_has_a_model():
+    import re
+
+    for minutes, validations in ((4, 5), (30, 15), (600, budget.MAX_VALIDATIONS)):
+        chosen = choose({}, 10**7, minutes * 60, None, speed=machine(5000))
+        steps = int(re.search(r"about (\d+) steps", chosen["warmup_steps"].reason).group(1))
+        assert chosen["eval_every"].value == steps // validations, minutes
+        assert f"about {validations} validations" in chosen["eval_every"].reason
