@@ -165,18 +165,23 @@ def plot(results: list[dict], path: Path) -> None:
     from genseq.figures import png_bytes, pyplot, readable
 
     plt = pyplot()
+    names = {"defaults": ("fixed defaults", "tab:gray"), "hand": ("hand-picked flags", "tab:orange"),
+             "rule": ("budget rule", "tab:blue")}
     with readable():
         figure, axes = plt.subplots(figsize=(8, 4.5))
-        for corpus, style in (("1mb", "-"), ("10mb", "--")):
-            for name in ("defaults", "hand", "rule"):
+        for corpus, marker, style, words in (("1mb", "o", "-", "1 MB Shakespeare"), ("10mb", "s", "--", "10 MB, four corpora")):
+            for name, (label, colour) in names.items():
                 points = sorted((seconds(r["budget"]) / 60, r["nats_per_char"]) for r in results
                                 if r["corpus"] == corpus and r["config"] == name)
                 if points:
-                    axes.plot(*zip(*points), style, marker="o", label=f"{name}, {corpus} corpus")
+                    axes.plot(*zip(*points), style, marker=marker, color=colour, label=f"{label}, {words}")
+        minutes = sorted({seconds(r["budget"]) / 60 for r in results})
         axes.set_xscale("log")
-        axes.set_xlabel("training budget (minutes, --max-time)")
+        axes.set_xticks(minutes, [f"{m:g}" for m in minutes])
+        axes.minorticks_off()
+        axes.set_xlabel("training budget (minutes of --max-time, 2 CPU cores)")
         axes.set_ylabel("valid nats per character")
-        axes.legend()
+        axes.legend(fontsize=10)
         axes.grid(alpha=0.3)
         path.write_bytes(png_bytes(figure, dpi=100))
 

@@ -388,6 +388,10 @@ def train_language_model(
     trainer = Trainer(model, tokenizer, train_data, valid_stream, train_config, out_dir, world, init=started_from)
     if resume:
         trainer.resume()
+    elif train_config.budget_rule and world.is_main:  # once the data and model are ready, as training starts
+        from .budget import Choice, describe
+
+        describe({name: Choice(**choice) for name, choice in train_config.budget_rule.items()})
     trainer.fit()
     return trainer
 

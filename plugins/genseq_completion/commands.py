@@ -151,8 +151,8 @@ BUDGET_TRAINING = ("lr", "warmup_steps", "eval_every", "epochs", "batch_size", "
 
 
 def budget_defaults(args, model_options: dict, tokenizer_options: list[str]) -> dict:
-    """Fill the options a new run with a budget left out from genseq.budget's rule, and say on stderr what it
-    chose and why; {"budget_rule": the choices} for the run's config, {} without a budget.
+    """Fill the options a new run with a budget left out from genseq.budget's rule; {"budget_rule": the choices}
+    for the run's config (the trainer prints them as training starts), {} without a budget.
 
     A run from scratch gets its model, tokenizer and optimisation; a fine-tune (--init), whose model and tokenizer
     are its checkpoint's, gets dropout from its epochs and warm-up and validation from its steps."""
@@ -184,7 +184,6 @@ def budget_defaults(args, model_options: dict, tokenizer_options: list[str]) -> 
             model_options[name] = choice.value
         else:
             setattr(args, name, choice.value)
-    budget.describe(choices)
     return {"budget_rule": {name: {"value": c.value, "reason": c.reason} for name, c in choices.items()}}
 
 
