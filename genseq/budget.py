@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 
 from .errors import ConfigError, GenseqError
@@ -103,6 +102,7 @@ def measured_tokens_per_second(model_config: dict, batch: int = 32, bptt: int = 
     machine: the faster of two steps after a warm-up one, on random tokens, leaving torch's random state as it was."""
     import torch
 
+    from .capabilities import best_seconds
     from .model import LanguageModel, ModelConfig
 
     vocab = model_config["vocab_size"]
@@ -111,9 +111,8 @@ def measured_tokens_per_second(model_config: dict, batch: int = 32, bptt: int = 
         model = LanguageModel(ModelConfig(**model_config)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ids = torch.randint(0, vocab, (batch, bptt + 1), device=device)
-        best = math.inf
-        for attempt in range(3):
-            started = time.perf_counter()
+
+        def step() -> None:
             logits, _ = model(ids[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
             optimizer.zero_grad()
@@ -121,9 +120,8 @@ def measured_tokens_per_second(model_config: dict, batch: int = 32, bptt: int = 
             optimizer.step()
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
-            if attempt:
-                best = min(best, time.perf_counter() - started)
-    return batch * bptt / best
+
+        return batch * bptt / best_seconds(step, calls=2)
 
 
 def dropout_for(epochs: float) -> Choice:

@@ -69,8 +69,8 @@ def bf16_training_is_faster(device: str) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return True
-    fp32 = _best_seconds(lambda: _lstm_step(device, None, batch=16, steps=32, size=256), calls=3)
-    bf16 = _best_seconds(lambda: _lstm_step(device, torch.bfloat16, batch=16, steps=32, size=256), calls=3)
+    fp32 = best_seconds(lambda: _lstm_step(device, None, batch=16, steps=32, size=256), calls=3)
+    bf16 = best_seconds(lambda: _lstm_step(device, torch.bfloat16, batch=16, steps=32, size=256), calls=3)
     return bf16 < 0.9 * fp32  # a clear win only: measurement noise must not pick the slower one
 
 
@@ -119,10 +119,10 @@ def bf16_decoding_is_faster(device: str) -> bool:
     generator = torch.Generator().manual_seed(0)
     weight, bias, x = torch.randn(2048, 512, generator=generator), torch.zeros(2048), torch.randn(1, 512, generator=generator)
     fp32, bf16 = PackedLinear(weight, bias), PackedLinear(weight.bfloat16(), bias.bfloat16())
-    return _best_seconds(lambda: bf16(x.bfloat16())) < 0.9 * _best_seconds(lambda: fp32(x))
+    return best_seconds(lambda: bf16(x.bfloat16())) < 0.9 * best_seconds(lambda: fp32(x))
 
 
-def _best_seconds(function, calls: int = 5) -> float:
+def best_seconds(function, calls: int = 5) -> float:
     """The fastest of a few calls of function() after one warm-up: other processes only ever add time."""
     function()
     times = []
