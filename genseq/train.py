@@ -70,6 +70,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # small corpus is over-fitted quickly; and a budget of 3 minutes when neither --max-steps nor --max-time is given.
 # Its warm-up, validations and dropout follow its budget (genseq.budget), as a run from scratch's do.
 FINE_TUNING = {"lr": 5e-4, "patience": 3, "max_time": 180.0}
+# With --fixed-defaults, which turns the budget rule off: a short warm-up, since the optimizer's moments start
+# from nothing, and frequent validation.
+FINE_TUNING_FIXED = {"warmup_steps": 10, "eval_every": 100}
 
 @dataclass
 class TrainConfig(RunConfig):

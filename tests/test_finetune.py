@@ -150,3 +150,13 @@ def test_a_grown_vocabulary_keeps_every_weight_and_starts_new_ids_at_the_mean(tr
     model.eval(), grown.eval()
     logits, _ = model(ids)
     assert torch.allclose(grown(ids)[0][..., : model.config.vocab_size], logits, atol=1e-6)
+
+
+def test_a_fine_tune_with_fixed_defaults_takes_the_fixed_warm_up_and_validations(trained_run, train_file,
+                                                                                 valid_file, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    assert fine_tune(trained_run, train_file, valid_file, out, "--max-steps", "40", "--fixed-defaults") == 0
+    error = capsys.readouterr().err
+    assert "--warmup-steps 4, --eval-every 100" in error and "chosen for this budget" not in error
+    config = json.loads((out / "config.json").read_text())["training_config"]
+    assert (config["warmup_steps"], config["eval_every"], config["budget_rule"]) == (4, 100, None)

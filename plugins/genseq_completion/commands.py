@@ -134,11 +134,13 @@ def fine_tuning_defaults(args) -> None:
     --max-steps nor --max-time is given), and say on stderr which ones it took."""
     import sys
 
-    from genseq.train import FINE_TUNING
+    from genseq.train import FINE_TUNING, FINE_TUNING_FIXED
 
-    defaults = dict(FINE_TUNING)
+    defaults = {**FINE_TUNING, **(FINE_TUNING_FIXED if args.fixed_defaults else {})}
     if args.max_steps is not None:
         del defaults["max_time"]
+        if args.fixed_defaults:
+            defaults["warmup_steps"] = min(defaults["warmup_steps"], args.max_steps // 10)
     taken = {name: value for name, value in defaults.items() if getattr(args, name) is None}
     for name, value in taken.items():
         setattr(args, name, value)
