@@ -15,7 +15,8 @@ def main(run_dir: str, destination: str) -> None:
     model, tokenizer = from_pretrained(run_dir)
     config = read_config(run_dir)
     save_pretrained(destination, model, tokenizer, dtype=torch.float16,
-                    training_config=config.get("training_config"), training=config.get("training"))
+                    training_config=config.get("training_config"), training=config.get("training"),
+                    **({"init": config["init"]} if "init" in config else {}))  # a fine-tune's starting point
 
 
 if __name__ == "__main__":

@@ -264,6 +264,29 @@ def test_the_tab_and_its_suggestions_run_in_the_chosen_style(labelled_run):
 
 
 
+def test_a_label_token_after_a_word_ends_it_for_suggestions(labelled_tokenizer):
+    """A label recurs before a word start in training (genseq.data), so a model that predicts it after a word
+    has finished that word: the word's probability counts it."""
+    import torch
+
+    from genseq_completion.suggest import Vocabulary, suggest_words
+
+    size, label = labelled_tokenizer.vocab_size, labelled_tokenizer.styles["shout"]
+    the = next(i for i in range(size) if labelled_tokenizer.id_to_piece(i) == "▁the")
+
+    def peaked(token):
+        logits = torch.full((size,), -30.0)
+        logits[token] = 0.0
+        return logits
+
+    def step(last, state):  # after any piece: the label, almost surely
+        return torch.stack([peaked(label) for _ in last.tolist()]), state
+
+    state = (torch.zeros(1, 1, 1),)
+    words = suggest_words(step, state, peaked(the), Vocabulary.from_tokenizer(labelled_tokenizer), k=1)
+    assert words[0]["word"] == "the" and words[0]["prob"] > 0.99
+
+
 def test_an_action_sharing_an_option_the_task_does_not_declare_is_refused():
     from genseq.tasks import Action, Input, Output, Task
 

@@ -29,14 +29,15 @@ class Vocabulary:
 
     texts: list[str]  # the piece's text, with WORD_START for a leading space
     special: set[int]  # ids that never appear inside a word (pad, unk, bos, byte pieces)
-    boundary_extra: set[int]  # ids that end a word without being a piece that starts one (eos, newline)
+    boundary_extra: set[int]  # ids that end a word without being a piece that starts one (eos, newline, labels)
 
     @classmethod
     @functools.lru_cache(maxsize=8)
     def from_tokenizer(cls, tokenizer) -> "Vocabulary":
         texts = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
         special = {i for i, text in enumerate(texts) if text.startswith("<") and text.endswith(">")}
-        return cls(texts, special, {tokenizer.eos_id, tokenizer.newline_id})
+        labels = getattr(tokenizer, "styles", {}).values()  # a label's token comes only before a word (genseq.data)
+        return cls(texts, special, {tokenizer.eos_id, tokenizer.newline_id, *labels})
 
     def continues_word(self, token: int) -> bool:
         text = self.texts[token]
