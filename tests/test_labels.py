@@ -263,7 +263,6 @@ def test_the_tab_and_its_suggestions_run_in_the_chosen_style(labelled_run):
         app.close()
 
 
-
 def test_a_label_token_after_a_word_ends_it_for_suggestions(labelled_tokenizer):
     """A label recurs before a word start in training (genseq.data), so a model that predicts it after a word
     has finished that word: the word's probability counts it."""
