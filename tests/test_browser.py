@@ -54,6 +54,18 @@ def open_tab(page, title: str) -> None:
     page.get_by_role("tab", name=title, exact=True).click()
 
 
+def fill_number(field, value: str) -> None:
+    """Type value into a number field until it keeps it: a field in an accordion opened a moment ago is still
+    being drawn, and can set itself back to its initial value after a first fill."""
+    deadline = time.monotonic() + 10
+    while True:
+        field.fill(value)
+        time.sleep(0.3)
+        if field.input_value() == value or time.monotonic() > deadline:
+            break
+    expect(field).to_have_value(value)
+
+
 def lengths(text, reads: int, pause: float) -> list[int]:
     """The continuation's length, read `reads` times `pause` seconds apart (a busy page reads slower)."""
     seen = []
@@ -71,7 +83,7 @@ def test_a_typed_prompt_streams_growing_text_and_stop_ends_it_with_a_notice(page
     page.locator("#completion-prompt textarea").fill("Shall I compare thee")
     page.locator("#completion-max_new_tokens input").fill("10000")
     page.get_by_role("button", name="More options").click()
-    page.locator("#completion-min_new_tokens input").fill("10000")  # no end of text: it runs until Stop
+    fill_number(page.locator("#completion-min_new_tokens input"), "10000")  # no end of text: it runs until Stop
     run.click()
     text = page.locator("#completion-echo mark")  # the continuation, after the prompt
     expect(text).not_to_have_text("", timeout=20_000)
@@ -101,7 +113,7 @@ def test_run_is_set_back_after_a_finished_run_and_after_an_error_named_by_its_la
     expect(run).to_be_enabled()
     expect(stop).to_be_hidden()
     page.get_by_role("button", name="More options").click()
-    page.locator("#completion-min_new_tokens input").fill("50")
+    fill_number(page.locator("#completion-min_new_tokens input"), "50")
     run.click()
     expect(page.get_by_text("option min new tokens (50) must not exceed max new tokens (5)")).to_be_visible()
     page.screenshot(path=tmp_path / "option-error.png", full_page=True)
