@@ -277,11 +277,14 @@ class TokenStream:
         return head, tail
 
 
-def tokenize(source, tokenizer: Tokenizer, progress: bool = False, style: str | None = None) -> TokenStream:
-    """Tokenize a source once; later calls with the same files, tokenizer and style read the cache.
+def tokenize(source, tokenizer: Tokenizer, progress: bool = False, style: str | None = None,
+             label_repeats: bool = True) -> TokenStream:
+    """Tokenize a source once; later calls with the same files, tokenizer, style and label_repeats read the cache.
 
     Each document starts with the control token of its label, or of style when given (every document then
-    has that label, as for scoring a text as written in one style).
+    has that label, as for scoring a text as written in one style). With label_repeats the token comes again
+    after every LABEL_EVERY tokens, as training reads it; without, a document has it at its start only, as a
+    prompt in a style has it before its continuation (evaluation).
 
     A cache entry is key.bin (the tokens) and key.json (their count and dtype), each written
     to a temporary name and renamed into place, the JSON last: an entry with its JSON is
@@ -289,12 +292,13 @@ def tokenize(source, tokenizer: Tokenizer, progress: bool = False, style: str | 
     """
     if style:
         tokenizer.style_id(style)  # an unknown style is refused before any work
-    key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes() + (style or "").encode()).hexdigest()[:24]
+    variant = (style or "") + ("" if label_repeats else "\0once")
+    key = hashlib.sha256(source.fingerprint().encode() + tokenizer.to_bytes() + variant.encode()).hexdigest()[:24]
     folder = cache_dir() / "tokens"
     data_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
     meta = _read_token_cache(data_path, meta_path)
     if meta is None:
-        meta = _write_token_cache(source, tokenizer, style, folder, data_path, meta_path, progress)
+        meta = _write_token_cache(source, tokenizer, style, label_repeats, folder, data_path, meta_path, progress)
     if meta["bytes"] == 0:
         raise DataError(f"{source.spec} holds no text")
     tokens = np.memmap(data_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
@@ -315,13 +319,13 @@ def _read_token_cache(data_path: Path, meta_path: Path) -> dict | None:
     return meta
 
 
-def _write_token_cache(source, tokenizer, style, folder, data_path, meta_path, progress) -> dict:
+def _write_token_cache(source, tokenizer, style, label_repeats, folder, data_path, meta_path, progress) -> dict:
     dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
     tmp = data_path.with_name(f".{data_path.name}.tmp{os.getpid()}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as out:
-            count, words, size = _write_tokens(source, tokenizer, style, out, dtype, progress)
+            count, words, size = _write_tokens(source, tokenizer, style, label_repeats, out, dtype, progress)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, data_path)
@@ -335,9 +339,9 @@ def _write_token_cache(source, tokenizer, style, folder, data_path, meta_path, p
     return meta
 
 
-def _write_tokens(source, tokenizer, style, out, dtype, progress) -> tuple[int, int, int]:
+def _write_tokens(source, tokenizer, style, label_repeats, out, dtype, progress) -> tuple[int, int, int]:
     """Write [EOS] doc1 [EOS] doc2 [EOS] ... to out, a labelled doc with its label's control token at its start
-    and after every LABEL_EVERY tokens; -> (tokens, words, bytes)."""
+    and, with label_repeats, after every LABEL_EVERY tokens; -> (tokens, words, bytes)."""
     from tqdm import tqdm
 
     count, words, size = 1, 0, 0
@@ -350,7 +354,7 @@ def _write_tokens(source, tokenizer, style, out, dtype, progress) -> tuple[int, 
             count, since = count + len(label_ids), 0
             for chunk in document:
                 ids = tokenizer.encode(chunk)
-                if label_ids:
+                if label_ids and label_repeats:
                     ids, since = with_label(ids, label_ids[0], since, word_starts)
                 out.write(np.asarray(ids, dtype=dtype).tobytes())
                 count += len(ids)

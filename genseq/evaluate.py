@@ -19,6 +19,15 @@ is scored exactly once, in either of two ways:
 
   Measured on the default model: within 0.5% of the exact NLL (docs/models.md).
 - exact: one stream, the state carried across the whole text.
+- passages: the text cut into passages of a few tokens, each read from a fresh
+  start, as a prompt is: after a prefix of [EOS] (and a style's label), never
+  after the text before it. This scores what a model predicts from its prefix
+  alone, where a style label tells it most (docs/training.md#style-labels).
+
+      stream:  [EOS] d o c u m e n t 1 [EOS] d o c 2 [EOS]
+      rows:    [EOS] <style> d o c u             scores d o c u
+               [EOS] <style> m e n t             scores m e n t
+               [EOS] <style> 1 [EOS] d o         scores 1 [EOS] d o  ...
 
 Batched, only the scored positions reach the output layer, a few hundred
 rows at a time, so context and padding cost the recurrent layers only. With
@@ -70,16 +79,24 @@ class Segment:
 
 def evaluate(model: LanguageModel, stream: TokenStream, window: int | None = None, progress: bool = False,
              exact: bool = False, eos_id: int | None = None, unscored: tuple[int, ...] = (),
-             precision: str = "fp32") -> dict:
-    """Score every token of stream after the first: batched segments, or with exact one stream with the state carried.
+             precision: str = "fp32", passage: int | None = None, prefix: tuple[int, ...] = ()) -> dict:
+    """Score every token of stream after the first: batched segments, with exact one stream with the state
+    carried, or with passage passages of that many tokens, each read after prefix alone.
 
     eos_id marks where documents end (None: the text is one document). window is the tokens of each model
     call: of the one stream (default 2048), or of each row of a batch (default 32). The result does not
     depend on it. Tokens in unscored (style labels' ids) are read but not scored. precision is "fp32" or "int8".
+    prefix (at least the EOS) is what each passage is read after: a prompt's start.
     """
     model.eval()
     scorer = scorer_for(model, precision)
-    if exact:
+    if exact and passage:
+        raise ConfigError("exact scoring carries the state through the whole text and passages read each piece "
+                          "from a fresh start; choose one")
+    if passage:
+        laid, cut = passages(stream.tokens, passage, prefix)
+        nll = score_segments(scorer, laid, cut, window or 32, progress, unscored=unscored)
+    elif exact:
         nll = score_single_stream(scorer, stream.tokens, window or 2048, progress, unscored)
     else:
         nll = score_segments(scorer, stream.tokens, segments(stream.tokens, eos_id), window or 32, progress,
@@ -144,6 +161,22 @@ def segments(tokens: np.ndarray, eos_id: int | None = None, streams: int = STREA
         edges = [start + (end - start) * piece // pieces for piece in range(pieces + 1)]
         cut += [Segment(max(0, first - context), first, stop) for first, stop in zip(edges, edges[1:])]
     return cut
+
+
+def passages(tokens: np.ndarray, length: int, prefix: tuple[int, ...]) -> tuple[np.ndarray, list[Segment]]:
+    """tokens[1:] cut into passages of length tokens, laid out one after another each behind prefix, and the
+    segments that score each passage from prefix alone: together every token after the first, once."""
+    if length < 1 or not prefix:
+        raise ConfigError(f"a passage needs at least one token and a prefix to start from, not {length} after {list(prefix)}")
+    body = np.asarray(tokens[1:])
+    laid, cut, at = [], [], 0
+    for start in range(0, len(body), length):
+        piece = body[start : start + length]
+        laid += [np.asarray(prefix, dtype=body.dtype), piece]
+        # the last prefix token predicts the passage's first token; the model reads up to its last but one
+        cut.append(Segment(at, at + len(prefix) - 1, at + len(prefix) + len(piece) - 1))
+        at += len(prefix) + len(piece)
+    return (np.concatenate(laid) if laid else np.asarray(prefix, dtype=body.dtype)), cut
 
 
 @torch.no_grad()

@@ -11,7 +11,8 @@ from cli_helpers import run_cli
 from genseq import LanguageModel, ModelConfig, default_model_dir, from_pretrained
 from genseq.data import TokenStream, open_source, tokenize
 from genseq.errors import ConfigError
-from genseq.evaluate import IGNORED, Int8Scorer, Segment, _window, evaluate, score_segments, segments, summed_nll
+from genseq.evaluate import (IGNORED, Int8Scorer, Segment, _window, evaluate, passages, score_segments, segments,
+                             summed_nll)
 
 EOS = 3
 
@@ -170,3 +171,31 @@ def test_precision_flag_int8_keeps_the_json_and_an_unknown_one_is_one_clear_erro
     assert code == code8 == 0 and json.loads(out8).keys() == json.loads(out).keys()
     code, _, err = run_cli(capsys, "eval", "completion", "--model", trained_run, "--data", valid_file, "--precision", "fp16")
     assert code == 2 and err.strip() == "genseq: error: evaluation precision must be one of fp32, int8, not 'fp16'"
+
+
+def test_passages_score_every_token_after_the_first_once_each_after_the_prefix_alone():
+    tokens = np.array([EOS, 10, 11, 12, 13, 14, EOS, 15, 16, EOS])
+    laid, cut = passages(tokens, 4, (EOS, 99))
+    assert laid.tolist() == [EOS, 99, 10, 11, 12, 13, EOS, 99, 14, EOS, 15, 16, EOS, 99, EOS]
+    assert [laid[segment.start : segment.first + 1].tolist() for segment in cut] == [[EOS, 99]] * 3
+    assert [laid[position] for position in scored_positions(cut)] == tokens[1:].tolist()
+
+
+def test_a_passage_is_scored_as_if_it_were_the_whole_text(trained, valid_stream):
+    model, tokens = trained[0], np.asarray(valid_stream.tokens[:200])
+    by_passage = evaluate(model, TokenStream(tokens, 1, 1), passage=50, prefix=(EOS,))
+    alone = sum(evaluate(model, TokenStream(np.concatenate([[EOS], tokens[1 + start : 51 + start]]), 1, 1),
+                         exact=True)["nll"] for start in range(0, 199, 50))
+    assert by_passage["tokens"] == 199 and by_passage["nll"] == pytest.approx(alone, rel=1e-4)
+    with pytest.raises(ConfigError, match="choose one"):
+        evaluate(model, TokenStream(tokens, 1, 1), exact=True, passage=50, prefix=(EOS,))
+
+
+def test_passages_flag_scores_the_same_tokens_and_refuses_what_it_cannot_do(capsys, trained_run, valid_file):
+    args = ("eval", "completion", "--model", trained_run, "--data", valid_file, "--json")
+    whole, cold = (json.loads(run_cli(capsys, *args, *more)[1]) for more in ((), ("--passages", "32")))
+    assert cold["tokens"] == whole["tokens"] and cold["nll"] > whole["nll"]  # no text before a passage to go on
+    code, _, err = run_cli(capsys, *args, "--passages", "32", "--exact")
+    assert code == 2 and "give one of them" in err
+    code, _, err = run_cli(capsys, *args, "--passages", "0")
+    assert code == 2 and "--passages must be a number of tokens >= 1, not 0" in err

@@ -144,6 +144,29 @@ def test_evaluation_reads_a_style_but_never_scores_its_token(labelled_run, corpo
     assert "its styles are plain, shout" in capsys.readouterr().err
 
 
+def test_evaluation_gives_a_style_once_at_each_documents_start_as_a_prompt_has_it(labelled_run, corpora, capsys):
+    model, tokenizer = from_pretrained(labelled_run)
+    text = open_source(f"{corpora}/plain/train")  # two documents of several hundred tokens
+    once = np.asarray(tokenize(text, tokenizer, style="plain", label_repeats=False).tokens)
+    starts = np.flatnonzero(once[:-1] == tokenizer.eos_id) + 1
+    assert np.flatnonzero(once == tokenizer.styles["plain"]).tolist() == starts.tolist()
+    repeated = np.asarray(tokenize(text, tokenizer, style="plain").tokens)
+    assert (repeated == tokenizer.styles["plain"]).sum() > len(starts)  # training's repeats, left out here
+    unscored = tuple(tokenizer.styles.values())
+    expected = evaluate(model, tokenize(text, tokenizer, style="plain", label_repeats=False),
+                        eos_id=tokenizer.eos_id, unscored=unscored)
+    assert main(["eval", "completion", "--model", str(labelled_run), "--data", f"{corpora}/plain/train",
+                 "--style", "plain", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(expected["nll"], rel=1e-6)
+    plain, shout = tokenizer.styles["plain"], tokenizer.styles["shout"]
+    unlabelled = tokenize(text, tokenizer)
+    for style, prefix in (("plain", (tokenizer.eos_id, plain)), ("shout", (tokenizer.eos_id, shout)), (None, (tokenizer.eos_id,))):
+        expected = evaluate(model, unlabelled, passage=20, prefix=prefix, unscored=unscored)  # the label before each
+        assert main(["eval", "completion", "--model", str(labelled_run), "--data", f"{corpora}/plain/train",
+                     "--passages", "20", "--json", *(["--style", style] if style else [])]) == 0
+        assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(expected["nll"], rel=1e-6)
+
+
 def test_tasks_json_lists_the_default_models_labels(labelled_run, monkeypatch, capsys):
     from genseq_completion.task import CompletionTask
 

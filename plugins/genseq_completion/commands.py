@@ -241,10 +241,15 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
     parser.add_argument("--style", help="score the text as written in this style: each document starts with the "
-                                        "label's control token (the model's labels: genseq tasks --json)")
+                                        "label's control token, once, as a prompt in the style does (the model's "
+                                        "labels: genseq tasks --json)")
     parser.add_argument("--exact", action="store_true",
                         help="score the text as one stream with the state carried throughout (slower; the default "
                              "scores documents and pieces of them side by side, within 0.5%% of it in NLL)")
+    parser.add_argument("--passages", type=int, metavar="TOKENS",
+                        help="score the text in passages of this many tokens, each read from a fresh start as a "
+                             "prompt is ([EOS], then the --style label), never after the text before it: what the "
+                             "model predicts from the label alone")
     parser.add_argument("--precision", default="fp32",
                         help="of the matrix products, fp32 or int8 (default: fp32); int8 scores an LSTM model "
                              "faster on a CPU, its NLL about 0.1%% higher")
@@ -256,12 +261,23 @@ def run_eval(args) -> dict:
     from genseq import default_model_dir
     from genseq.checkpoint import from_pretrained
     from genseq.data import open_source, tokenize
+    from genseq.errors import ConfigError
     from genseq.evaluate import evaluate
     from genseq.train import resolve_device
 
+    if args.passages is not None and args.passages < 1:
+        raise ConfigError(f"--passages must be a number of tokens >= 1, not {args.passages}")
+    if args.passages and args.exact:
+        raise ConfigError("--exact carries the state through the whole text and --passages reads each passage from "
+                          "a fresh start; give one of them")
     model, tokenizer = from_pretrained(args.model or default_model_dir(), device=resolve_device(args.device))
     progress = not getattr(args, "json", False)
-    stream = tokenize(open_source(args.data, args.text_column, split=args.split), tokenizer, progress=progress,
-                      style=args.style)
+    source = open_source(args.data, args.text_column, split=args.split)
+    if args.passages:  # the label goes before every passage, not into the text
+        prefix = (tokenizer.eos_id, *tokenizer.style_prefix(args.style))
+        stream = tokenize(source, tokenizer, progress=progress)
+    else:
+        prefix, stream = (), tokenize(source, tokenizer, progress=progress, style=args.style, label_repeats=False)
     return evaluate(model, stream, progress=progress, exact=args.exact, eos_id=tokenizer.eos_id,
-                    unscored=tuple(tokenizer.styles.values()), precision=args.precision)
+                    unscored=tuple(tokenizer.styles.values()), precision=args.precision, passage=args.passages,
+                    prefix=prefix)
