@@ -88,11 +88,11 @@ def evaluate(model: LanguageModel, stream: TokenStream, window: int | None = Non
     depend on it. Tokens in unscored (style labels' ids) are read but not scored. precision is "fp32" or "int8".
     prefix (at least the EOS) is what each passage is read after: a prompt's start.
     """
-    model.eval()
-    scorer = scorer_for(model, precision)
     if exact and passage:
         raise ConfigError("exact scoring carries the state through the whole text and passages read each piece "
                           "from a fresh start; choose one")
+    model.eval()
+    scorer = scorer_for(model, precision)
     if passage:
         laid, cut = passages(stream.tokens, passage, prefix)
         nll = score_segments(scorer, laid, cut, window or 32, progress, unscored=unscored)
