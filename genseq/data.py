@@ -435,6 +435,64 @@ class ContiguousBatches:
         return window[:, :-1], window[:, 1:]
 
 
+class StyleWindows:
+    """Rows read as a prompt in a style is: from a fresh state, [EOS], a document's style label, then text from
+    a random word start inside that document (its label's repeats left out), with the loss on the text alone.
+
+    Contiguous windows give a label only at a document's start and among text that already names the style, so
+    the label is never the only clue to what follows. These rows make it the only one: a model trained with some
+    of them in each batch (--style-rows) continues a prompt in the style its label asks for. A quarter of them
+    leave the label out, as a prompt without a style does. The rows of a step are drawn from (seed, step), so a
+    resumed run, on any number of processes, draws the ones it would have; rows picks a process's share.
+    """
+
+    UNLABELLED_SHARE = 0.25
+
+    def __init__(self, stream: TokenStream, tokenizer: Tokenizer, count: int, seed: int, rows: range | None = None):
+        tokens = np.asarray(stream.tokens)
+        self.tokens, self.count, self.seed = tokens, count, seed
+        self.rows = rows if rows is not None else range(count)
+        self.eos_id, self.label_ids = tokenizer.eos_id, np.array(sorted(tokenizer.styles.values()), dtype=np.int64)
+        self.word_start = np.array([tokenizer.id_to_piece(i).startswith("▁") for i in range(tokenizer.vocab_size)])
+        ends = np.flatnonzero(tokens == self.eos_id)  # [EOS] doc [EOS] doc ... [EOS]
+        starts, ends = ends[:-1] + 1, ends[1:]
+        labelled = np.isin(tokens[starts], self.label_ids) & (starts < ends)
+        self.labels = np.where(labelled, tokens[starts], -1)
+        self.starts, self.ends = starts + labelled, ends  # each document's text: tokens[start:end]
+        lengths = np.maximum(self.ends - self.starts, 0)
+        if not lengths.sum():
+            raise DataError("the training data has no document text to draw --style-rows from")
+        self.offsets = np.cumsum(lengths)  # a draw below offsets[-1] falls in the document searchsorted finds
+
+    def batch(self, step: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (rows, length) of step's rows; a target of -100 is not scored (cross_entropy's
+        ignore_index): the label itself, and what follows a document's end."""
+        generator = np.random.default_rng([self.seed, step])
+        draws = generator.integers(0, self.offsets[-1], self.count)
+        unlabelled = generator.random(self.count) < self.UNLABELLED_SHARE
+        rows = [self._row(int(draws[row]), bool(unlabelled[row]), length) for row in self.rows]
+        inputs, targets = (torch.from_numpy(np.stack(part)) for part in zip(*rows))
+        return inputs, targets
+
+    def _row(self, draw: int, unlabelled: bool, length: int) -> tuple[np.ndarray, np.ndarray]:
+        document = int(np.searchsorted(self.offsets, draw, side="right"))
+        end = int(self.ends[document])
+        start = int(self.starts[document]) + draw - int(self.offsets[document - 1] if document else 0)
+        following = np.flatnonzero(self.word_start[self.tokens[start:min(start + 64, end)]])
+        start += int(following[0]) if len(following) else 0
+        label = int(self.labels[document])
+        prefix = [self.eos_id] if unlabelled or label < 0 else [self.eos_id, label]
+        text = self.tokens[start:min(end, start + 2 * length)]
+        text = text[~np.isin(text, self.label_ids)][: length + 1 - len(prefix)].astype(np.int64)
+        window = np.full(length + 1, -100, dtype=np.int64)
+        window[: len(prefix)] = prefix
+        window[len(prefix) : len(prefix) + len(text)] = text
+        inputs, targets = window[:-1].copy(), window[1:].copy()
+        inputs[inputs < 0] = self.eos_id  # past the document's end: read anything, score nothing
+        targets[: len(prefix) - 1] = -100  # the label is given, not predicted
+        return inputs, targets
+
+
 # ---- streaming ------------------------------------------------------------------
 def stream_pieces(source, rank: int = 0, world_size: int = 1) -> Iterator[tuple[str, bool]]:
     """(text, ends_document) pieces of this rank's share of a source, read lazily.

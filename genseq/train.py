@@ -41,7 +41,7 @@ from .checkpoint import (
     read_directory_path,
     resolve,
 )
-from .data import ContiguousBatches, StreamingBatches, TokenStream
+from .data import ContiguousBatches, StreamingBatches, StyleWindows, TokenStream
 from .distributed import World
 from .errors import ConfigError, DataError
 from .evaluate import score_segments, scored_count, segments
@@ -85,6 +85,7 @@ class TrainConfig(RunConfig):
     plateau_factor: float = 0.5  # plateau: lr *= factor after a validation without improvement
     precision: str = "auto"  # auto: the faster of bf16 autocast and fp32 where bf16 runs (training_precision)
     budget_rule: dict | None = None  # what genseq.budget chose for this run: {option: {"value", "reason"}}
+    style_rows: int = 0  # rows added to each batch that read a style label as a prompt does (data.StyleWindows)
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,8 +95,8 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ConfigError("warmup_steps and weight_decay must not be negative")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.style_rows < 0:
+            raise ConfigError("warmup_steps, weight_decay and style_rows must not be negative")
         if not 0 < self.plateau_factor < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError("plateau_factor must be in (0, 1) and min_lr_ratio in [0, 1]")
         if self.max_steps is not None and self.warmup_steps >= self.max_steps:
@@ -157,6 +158,13 @@ class Trainer(RunLoop):
             self.train_batches = train_data
         else:
             self.train_batches = ContiguousBatches(train_data, config.batch_size, config.bptt, "training data", rows)
+        self.style_windows = None
+        if config.style_rows:
+            if self.streaming or not tokenizer.styles:
+                raise ConfigError("--style-rows needs a corpus with style labels (--labels-from or --label-column), "
+                                  "which a streamed one cannot have")
+            self.style_windows = StyleWindows(train_data, tokenizer, config.style_rows, config.seed,
+                                              self.world.rows(config.style_rows))
         if len(valid_data.tokens) < 2:
             raise DataError("the validation data is too short to score (under two tokens); give more text or --valid")
         self.valid_data = valid_data
@@ -208,15 +216,25 @@ class Trainer(RunLoop):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """One TBPTT window's cross-entropy, from the carried state (which then moves on)."""
-        inputs, targets = (tensor.to(self.device) for tensor in batch)
+        """One TBPTT window's cross-entropy, from the carried state (which then moves on), with the step's
+        style rows (--style-rows) below the window's, each from a fresh state."""
+        inputs, targets = batch
+        rows = inputs.size(0)
         if self.hidden is None:
-            self.hidden = self.model.initial_state(inputs.size(0))
+            self.hidden = self.model.initial_state(rows)
+        hidden = detach_state(self.hidden)
+        if self.style_windows is not None:
+            style_inputs, style_targets = self.style_windows.batch(self.progress.step, inputs.size(1))
+            inputs, targets = torch.cat([inputs, style_inputs]), torch.cat([targets, style_targets])
+            fresh = self.model.initial_state(style_inputs.size(0))
+            hidden = tuple(torch.cat([carried, zeros], 1) for carried, zeros in zip(hidden, fresh))  # (L, B + S, H)
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
         with self.autocast():
-            logits, hidden = self.network(inputs, detach_state(self.hidden))  # (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        self.hidden = tuple(h.float() for h in hidden)  # carried in fp32 whatever the autocast made of it
-        # The mean over the whole batch: every process holds as many tokens.
+            logits, hidden = self.network(inputs, hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        self.hidden = tuple(h[:, :rows].float() for h in hidden)  # carried in fp32 whatever the autocast made of it
+        # The mean over the whole batch: every process holds as many rows (and, but for unscored style-row
+        # targets, as many tokens).
         return loss, self.world.sum([loss.item()])[0] / self.world.size
 
     def fit(self) -> Progress:
@@ -245,7 +263,8 @@ class Trainer(RunLoop):
 
     def train_record(self, loss: float) -> dict:
         (step, since), now = self._rate_clock, time.monotonic()
-        rate = (self.progress.step - step) * self.config.batch_size * self.config.bptt / max(now - since, 1e-9)
+        rows = self.config.batch_size + self.config.style_rows
+        rate = (self.progress.step - step) * rows * self.config.bptt / max(now - since, 1e-9)
         self._rate_clock = (self.progress.step, now)
         return {**super().train_record(loss), "tokens_per_s": rate}
 
@@ -347,6 +366,8 @@ def train_language_model(
         raise ConfigError("--streaming needs --valid: a stream has no last 5% to hold out")
     if streaming and (labels_from or label_column):
         raise ConfigError("style labels (--labels-from, --label-column) cannot be used with --streaming; drop one of them")
+    if train_config.style_rows and not (labels_from or label_column):
+        raise ConfigError("--style-rows reads documents' style labels: give --labels-from or --label-column")
     world = current_world(resolve_device(train_config.device))
     training_precision(train_config.precision, world.device(resolve_device(train_config.device)))  # before any work
     labelled = functools.partial(open_source, text_column=text_column, labels_from=labels_from, label_column=label_column)

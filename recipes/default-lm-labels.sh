@@ -13,6 +13,7 @@ DATA=${DATA:-../shared/data/text}
 RUN=${1:-runs/default-lm-labels}
 BUDGET=${BUDGET:-80m}
 LR=${LR:-1e-3}
+STYLE_ROWS=${STYLE_ROWS:-16}
 INIT=${INIT:-runs/default-lm}
 CORPORA=(austen mobydick shakespeare sotu)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # two cores
@@ -21,7 +22,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # two cores
 # the weights towards the labels without undoing what they know; validation on the four valid splits (labelled).
 args=(--data "$DATA/*/train/*.txt" --valid "$DATA/*/valid/*.txt" --labels-from folders --max-time "$BUDGET"
       --batch-size 32 --bptt 64 --lr "$LR" --warmup-steps 50 --schedule cosine --eval-every 1000 --patience 0
-      --checkpoint-minutes 5 --precision auto --seed 0 --no-progress)
+      --checkpoint-minutes 5 --precision auto --seed 0 --no-progress --style-rows "$STYLE_ROWS")
 if [ -d "$RUN/last" ]; then
   genseq train completion "${args[@]}" --resume "$RUN"
 else

@@ -1,5 +1,6 @@
-"""Style labels: from folders or a dataset column to control tokens, through training and the checkpoint, to
-`genseq generate --style`, suggestions, evaluation and `genseq tasks --json`."""
+"""Style labels: from folders or a dataset column to control tokens, through training (with --style-rows, rows
+that read a label as a prompt does) and the checkpoint, to `genseq generate --style`, suggestions, evaluation and
+`genseq tasks --json`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from genseq import ConfigError, DataError, Tokenizer, from_pretrained
 from genseq.cli import main
-from genseq.data import LABEL_EVERY, ContiguousBatches, iter_texts, open_source, tokenize
+from genseq.data import LABEL_EVERY, ContiguousBatches, StyleWindows, iter_texts, open_source, tokenize
 from genseq.evaluate import evaluate
 from genseq.generation import GenerationConfig, generate, generate_ids, stream
+from genseq.runs import RunLoop
 
 
 @pytest.fixture(scope="session")
@@ -322,3 +325,127 @@ def test_an_action_sharing_an_option_the_task_does_not_declare_is_refused():
                                           "does not declare"):
         Misdeclared.check_declaration()
     assert Misdeclared.option_choices("style") == ()  # no default model: no choices, and no error
+
+
+# ---- style rows ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def labelled_stream(labelled_tokenizer, corpora):
+    return tokenize(open_source(f"{corpora}/*/train", labels_from="folders"), labelled_tokenizer)
+
+
+def test_a_style_row_is_eos_its_documents_label_then_text_from_a_word_start_of_that_document(
+        labelled_tokenizer, labelled_stream):
+    tokenizer, tokens = labelled_tokenizer, np.asarray(labelled_stream.tokens)
+    windows = StyleWindows(labelled_stream, tokenizer, count=64, seed=0)
+    inputs, targets = windows.batch(step=3, length=12)
+    assert inputs.shape == targets.shape == (64, 12)
+    labels = set(tokenizer.styles.values())
+    text = tokenizer.decode(tokens.tolist())
+    with_label = 0
+    for row_inputs, row_targets in zip(inputs.tolist(), targets.tolist()):
+        assert row_inputs[0] == tokenizer.eos_id
+        labelled = row_inputs[1] in labels
+        with_label += labelled
+        body = row_inputs[1 + labelled :] + row_targets[-1:]
+        assert row_targets[: 1 + labelled] == ([-100, body[0]] if labelled else [body[0]])  # the label goes unscored
+        assert not labels & set(body) and tokenizer.id_to_piece(body[0]).startswith("▁")
+        assert row_targets[labelled:] == body  # each text token is predicted from the one before it
+        passage = tokenizer.decode(body)
+        assert passage in text
+        if labelled:  # the passage is in a document of that label: capitals for shout, as written for plain
+            shout = row_inputs[1] == tokenizer.styles["shout"]
+            letters = [c for c in passage if c.isalpha()]
+            assert all(c.isupper() for c in letters) if shout else any(c.islower() for c in letters)
+    assert 32 <= with_label < 64  # a quarter of the rows, in expectation, leave the label out
+
+
+def test_style_rows_are_drawn_from_the_seed_and_step_and_a_share_is_those_rows(labelled_tokenizer, labelled_stream):
+    def windows(seed, rows=None):
+        return StyleWindows(labelled_stream, labelled_tokenizer, 8, seed, rows)
+
+    first = windows(1).batch(5, 10)
+    assert all(torch.equal(a, b) for a, b in zip(first, windows(1).batch(5, 10)))
+    assert all(torch.equal(a[4:], b) for a, b in zip(first, windows(1, range(4, 8)).batch(5, 10)))
+    assert not torch.equal(first[0], windows(1).batch(6, 10)[0])
+    assert not torch.equal(first[0], windows(2).batch(5, 10)[0])
+
+
+def test_past_a_documents_end_a_style_row_reads_end_of_text_and_scores_nothing(labelled_tokenizer, labelled_stream):
+    inputs, targets = StyleWindows(labelled_stream, labelled_tokenizer, count=16, seed=0).batch(0, 6000)
+    assert (targets == -100).any(dim=1).all()  # no document of the fixture is 6,000 tokens long
+    padded = targets[:, 2:] == -100
+    assert (inputs[:, 3:][padded[:, :-1]] == labelled_tokenizer.eos_id).all()
+
+
+def train(corpora, out, *flags):
+    return main(["train", "completion", "--data", f"{corpora}/*/train", "--valid", f"{corpora}/*/valid",
+                 "--labels-from", "folders", "--out", str(out), "--vocab-size", "400", "--embedding-size", "16",
+                 "--hidden-size", "32", "--batch-size", "4", "--bptt", "16", "--no-progress", "--fixed-defaults",
+                 *flags])
+
+
+def test_style_rows_teach_the_label_to_steer_a_continuation(tmp_path):
+    """Two styles that never share a word (fruit, metals): after [EOS] and a label, a model trained with style rows
+    expects a word of that label's style, where one trained as long without them (which reads a label only at
+    a document's start and every 256 tokens) has learnt it far less."""
+    words = {"fruit": "apple banana cherry grape lemon mango peach plum".split(),
+             "metal": "iron copper silver gold zinc tin lead nickel".split()}
+    generator = np.random.default_rng(0)
+    for label, vocabulary in words.items():
+        for split, count in (("train", 2), ("valid", 1)):
+            (tmp_path / "text" / label / split).mkdir(parents=True)
+            for index in range(count):
+                lines = (" ".join(generator.choice(vocabulary, 8)) for _ in range(80))
+                (tmp_path / "text" / label / split / f"{index}.txt").write_text("\n".join(lines) + "\n")
+    gaps = {}
+    for rows in ("0", "8"):
+        out = tmp_path / f"rows{rows}"
+        assert main(["train", "completion", "--data", f"{tmp_path}/text/*/train", "--valid", f"{tmp_path}/text/*/valid",
+                     "--labels-from", "folders", "--out", str(out), "--vocab-size", "300", "--embedding-size", "16",
+                     "--hidden-size", "32", "--layers", "1", "--batch-size", "4", "--bptt", "12", "--lr", "1e-2",
+                     "--max-steps", "150", "--style-rows", rows, "--no-progress", "--fixed-defaults"]) == 0
+        model, tokenizer = from_pretrained(out / "last")
+        model.eval()
+        for label, vocabulary in words.items():
+            other = next(name for name in words if name != label)
+            firsts = [tokenizer.encode(word)[0] for word in vocabulary]  # each word's first piece
+
+            def mass(style):  # the probability the model gives to a first piece of the label's words
+                with torch.no_grad():
+                    logits, _ = model(torch.tensor([[tokenizer.eos_id, tokenizer.styles[style]]]))
+                return logits[0, -1].softmax(-1)[sorted(set(firsts))].sum().item()
+
+            gaps[rows, label] = mass(label) - mass(other)
+    # Measured: a gap of about 0.49 with style rows, 0.17 without.
+    assert all(gaps["8", label] > 0.35 for label in words), gaps
+    assert all(gaps["8", label] > gaps["0", label] + 0.2 for label in words), gaps
+
+
+def test_an_interrupted_and_resumed_run_with_style_rows_ends_with_the_weights_of_an_uninterrupted_one(
+        corpora, tmp_path, monkeypatch, capsys):
+    flags = ["--max-steps", "12", "--eval-every", "5", "--style-rows", "2"]
+    assert train(corpora, tmp_path / "straight", *flags) == 0
+    original_step = RunLoop.train_step
+
+    def step_then_stop(self, batch):
+        loss = original_step(self, batch)
+        if self.progress.step == 7:
+            self.request_stop()
+        return loss
+
+    monkeypatch.setattr(RunLoop, "train_step", step_then_stop)
+    assert train(corpora, tmp_path / "resumed", *flags) == 130
+    monkeypatch.setattr(RunLoop, "train_step", original_step)
+    assert main(["train", "completion", "--data", f"{corpora}/*/train", "--valid", f"{corpora}/*/valid",
+                 "--labels-from", "folders", "--resume", str(tmp_path / "resumed"), "--no-progress"]) == 0
+    for name in ("model.safetensors", "last/model.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+
+
+def test_style_rows_without_labels_are_refused_in_one_sentence(train_file, valid_file, tmp_path, capsys):
+    code = main(["train", "completion", "--data", str(train_file), "--valid", str(valid_file), "--out",
+                 str(tmp_path / "run"), "--max-steps", "2", "--style-rows", "2", "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "Traceback" not in error
+    assert "--style-rows reads documents' style labels: give --labels-from or --label-column" in error
+    assert not (tmp_path / "run").exists()

@@ -72,6 +72,9 @@ def add_training_flags(training) -> None:
     flag("weight_decay", type=non_negative_float)
     flag("schedule", choices=SCHEDULES)
     flag("warmup_steps", type=non_negative_int, default_text=f"{TrainConfig.warmup_steps}, at most a tenth of --max-steps")
+    flag("style_rows", "rows added to each batch that read a style label as a prompt does: from a fresh state, the "
+         "label, then text from a random place in one of its documents; they teach the label to steer a "
+         "continuation (needs --labels-from or --label-column)", type=non_negative_int)
     flag("precision", "auto: bf16 mixed precision where this machine runs it faster than fp32 (measured), else fp32; "
          "bf16 is refused where it cannot run", choices=PRECISIONS)
 
@@ -218,7 +221,8 @@ def check_new_model(args, model_options: dict, config) -> None:
     else:
         vocab_size = Tokenizer.load(args.tokenizer).vocab_size if args.tokenizer else args.vocab_size
         model_config = ModelConfig(**{**model_options, "vocab_size": vocab_size})
-    check_language_model_training(model_config, config.batch_size, config.bptt, resolve_device(config.device))
+    check_language_model_training(model_config, config.batch_size + config.style_rows, config.bptt,
+                                  resolve_device(config.device))
 
 
 def init_model_config(init: str) -> dict:
