@@ -163,6 +163,9 @@ class Trainer(RunLoop):
             if self.streaming or not tokenizer.styles:
                 raise ConfigError("--style-rows needs a corpus with style labels (--labels-from or --label-column), "
                                   "which a streamed one cannot have")
+            if config.style_rows % self.world.size:
+                raise ConfigError(f"--style-rows {config.style_rows} does not split evenly over {self.world.size} "
+                                  f"processes; use a multiple of {self.world.size}")
             self.style_windows = StyleWindows(train_data, tokenizer, config.style_rows, config.seed,
                                               self.world.rows(config.style_rows))
         if len(valid_data.tokens) < 2:
@@ -231,10 +234,14 @@ class Trainer(RunLoop):
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         with self.autocast():
             logits, hidden = self.network(inputs, hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            logits, targets = logits.float().flatten(0, 1), targets.flatten()
+            if self.style_windows is None:  # every process holds as many tokens, all scored
+                loss = F.cross_entropy(logits, targets)
+            else:  # style rows leave some targets unscored (-100): the mean over the whole batch's scored ones
+                scored = self.world.sum([float((targets != -100).sum())])[0]
+                loss = F.cross_entropy(logits, targets, reduction="sum") * (self.world.size / scored)
         self.hidden = tuple(h[:, :rows].float() for h in hidden)  # carried in fp32 whatever the autocast made of it
-        # The mean over the whole batch: every process holds as many rows (and, but for unscored style-row
-        # targets, as many tokens).
+        # DistributedDataParallel averages the processes' gradients, so the loss of the whole batch is their mean.
         return loss, self.world.sum([loss.item()])[0] / self.world.size
 
     def fit(self) -> Progress:

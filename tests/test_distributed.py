@@ -76,6 +76,19 @@ def test_a_run_resumes_on_a_different_number_of_processes(one_process, tmp_path,
     assert max_difference(weights(one_process), weights(tmp_path / "run")) < 1e-5
 
 
+def test_style_rows_split_over_two_processes_as_the_batch_does(tmp_path, train_file):
+    """Each process reads its share of the step's style rows: two processes end with one process's weights."""
+    lines = train_file.read_text().splitlines()
+    for label, part in (("early", lines[: len(lines) // 2]), ("late", lines[len(lines) // 2 :])):
+        (tmp_path / "text" / label).mkdir(parents=True)
+        (tmp_path / "text" / label / "sonnets.txt").write_text("\n".join(part) + "\n")
+    data = ["--data", str(tmp_path / "text"), "--labels-from", "folders", "--style-rows", "2"]
+    for processes in (1, 2):
+        code, output = train(tmp_path / f"run{processes}", "--max-steps", "4", processes=processes, data=data)
+        assert code == 0, output
+    assert max_difference(weights(tmp_path / "run1"), weights(tmp_path / "run2")) < 1e-5
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused_in_one_sentence():
     with pytest.raises(ConfigError, match="does not split evenly over 3 processes"):
         World(rank=0, size=3).rows(4)
