@@ -478,7 +478,7 @@ class StyleWindows:
         document = int(np.searchsorted(self.offsets, draw, side="right"))
         end = int(self.ends[document])
         start = int(self.starts[document]) + draw - int(self.offsets[document - 1] if document else 0)
-        following = np.flatnonzero(self.word_start[self.tokens[start:min(start + 64, end)]])
+        following = np.flatnonzero(self.word_start[self.tokens[start:min(start + length, end)]])  # the next word
         start += int(following[0]) if len(following) else 0
         label = int(self.labels[document])
         prefix = [self.eos_id] if unlabelled or label < 0 else [self.eos_id, label]

@@ -442,6 +442,17 @@ def test_an_interrupted_and_resumed_run_with_style_rows_ends_with_the_weights_of
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
 
+def test_a_labelled_run_without_style_rows_given_gets_half_its_batch_and_says_so(labelled_run, corpora, tmp_path,
+                                                                                  capsys):
+    config = json.loads((labelled_run / "config.json").read_text())["training_config"]
+    assert config["style_rows"] == 2  # the fixture's batch of 4
+    assert train(corpora, tmp_path / "off", "--max-steps", "1", "--style-rows", "0") == 0
+    assert "--style-rows" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["training_config"]["style_rows"] == 0
+    assert train(corpora, tmp_path / "on", "--max-steps", "1", "--batch-size", "6") == 0
+    assert "style labels: --style-rows 3 (half the batch)" in capsys.readouterr().err
+
+
 def test_style_rows_without_labels_are_refused_in_one_sentence(train_file, valid_file, tmp_path, capsys):
     code = main(["train", "completion", "--data", str(train_file), "--valid", str(valid_file), "--out",
                  str(tmp_path / "run"), "--max-steps", "2", "--style-rows", "2", "--no-progress"])

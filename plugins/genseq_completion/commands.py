@@ -74,7 +74,8 @@ def add_training_flags(training) -> None:
     flag("warmup_steps", type=non_negative_int, default_text=f"{TrainConfig.warmup_steps}, at most a tenth of --max-steps")
     flag("style_rows", "rows added to each batch that read a style label as a prompt does: from a fresh state, the "
          "label, then text from a random place in one of its documents; they teach the label to steer a "
-         "continuation (needs --labels-from or --label-column)", type=non_negative_int)
+         "continuation (needs --labels-from or --label-column)", type=non_negative_int,
+         default_text="half of --batch-size with style labels, else 0")
     flag("precision", "auto: bf16 mixed precision where this machine runs it faster than fp32 (measured), else fp32; "
          "bf16 is refused where it cannot run", choices=PRECISIONS)
 
@@ -97,6 +98,8 @@ def run_train(args) -> int:
     if args.init:
         fine_tuning_defaults(args)
     chosen = {} if args.resume else budget_defaults(args, model_options, tokenizer_options)
+    if not args.resume:
+        style_rows_default(args)
     config = build_config(train.TrainConfig, args, saved, frozen=("batch_size", "bptt", "seed"),
                           progress=not args.no_progress, **short_run_warmup(args, saved), **chosen)
     if not args.resume:
@@ -116,6 +119,20 @@ def run_train(args) -> int:
                             data_flags={"text_column": "text", "streaming": False, "labels_from": None,
                                         "label_column": None},
                             is_main=trainer.world.is_main)
+
+
+def style_rows_default(args) -> None:
+    """A new run on a labelled corpus given no --style-rows gets half its batch, and says so on stderr: without
+    such rows a label is never the only clue to what follows in training, and a prompt's label barely steers."""
+    import sys
+
+    from genseq.train import TrainConfig
+
+    if args.style_rows is not None or not (args.labels_from or args.label_column) or args.streaming:
+        return
+    args.style_rows = (args.batch_size or TrainConfig.batch_size) // 2
+    print(f"style labels: --style-rows {args.style_rows} (half the batch) read each label as a prompt does, so that it "
+          "steers a continuation; --style-rows 0 leaves them out", file=sys.stderr)
 
 
 def check_fine_tuning(args, model_options: dict, tokenizer_options: list[str]) -> None:
