@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Fine-tunes the default language model trained by recipes/default-lm.sh on the same data with the four corpora as
-# style labels (each file labelled by its corpus folder). The tokenizer gains one control symbol per corpus after its
-# 8,000 pieces (every text keeps its ids) and the model one embedding row each. docs/training.md has what 80 minutes
-# of two cores give: a better model without labels, whose labels do not yet steer it, which is why the shipped
-# default has none.
+# style labels (each file labelled by its corpus folder): the embedded default. The tokenizer gains one control
+# symbol per corpus after its 8,000 pieces (every text keeps its ids) and the model one embedding row each. Each
+# batch holds 32 contiguous rows and 16 style rows, which read a label as a prompt does (docs/training.md, "Style
+# labels"). The shipped model is 75 minutes of two cores from the fp16 copy of that run embedded before it
+# (genseq/models/lm as of commit 9b987da, whose weights' SHA-256 config.json's "init" records).
 # Usage: recipes/default-lm-labels.sh [RUN_DIR]   (rerun the same command to resume after an interruption)
-#        BUDGET=90m LR=2e-3 recipes/default-lm-labels.sh RUN   another budget or peak learning rate
-#        INIT=default recipes/default-lm-labels.sh RUN   from the embedded model (its fp16 copy of that run)
+#        BUDGET=90m LR=2e-3 STYLE_ROWS=8 recipes/default-lm-labels.sh RUN   another budget, peak rate or style rows
+#        INIT=DIR recipes/default-lm-labels.sh RUN   from another checkpoint than runs/default-lm
 # Then: python recipes/ship_lm.py RUN_DIR genseq/models/lm
 set -euo pipefail
 DATA=${DATA:-../shared/data/text}
 RUN=${1:-runs/default-lm-labels}
-BUDGET=${BUDGET:-80m}
+BUDGET=${BUDGET:-75m}
 LR=${LR:-1e-3}
 STYLE_ROWS=${STYLE_ROWS:-16}
 INIT=${INIT:-runs/default-lm}
