@@ -12,7 +12,7 @@ $(BIN)/genseq: pyproject.toml
 	touch $@
 
 demo: $(BIN)/genseq
-	$(BIN)/genseq generate --prompt "It is a truth universally acknowledged" --max-new-tokens 60 --temperature 0.7 --top-p 0.9 --seed 0
+	$(BIN)/genseq generate --prompt "It is a truth universally acknowledged" --style austen --max-new-tokens 60 --temperature 0.7 --top-p 0.9 --seed 0
 	$(BIN)/genseq generate --prompt "To be or not to" --suggest 5
 	$(BIN)/genseq generate --task captioning --image plugins/genseq_captioning/examples/emoji_1f600.png --num-beams 3
 
