@@ -345,7 +345,6 @@ def _write_tokens(source, tokenizer, style, label_repeats, out, dtype, progress)
     from tqdm import tqdm
 
     count, words, size = 1, 0, 0
-    word_starts = {i for i in range(tokenizer.vocab_size) if tokenizer.id_to_piece(i).startswith("▁")}
     with tqdm(desc=f"tokenizing {source.spec}", unit="doc", disable=not progress, leave=False) as bar:
         out.write(np.array([tokenizer.eos_id], dtype=dtype).tobytes())
         for label, document in source.labelled_documents():
@@ -355,7 +354,7 @@ def _write_tokens(source, tokenizer, style, label_repeats, out, dtype, progress)
             for chunk in document:
                 ids = tokenizer.encode(chunk)
                 if label_ids and label_repeats:
-                    ids, since = with_label(ids, label_ids[0], since, word_starts)
+                    ids, since = with_label(ids, label_ids[0], since, tokenizer.word_start_ids)
                 out.write(np.asarray(ids, dtype=dtype).tobytes())
                 count += len(ids)
                 words += len(chunk.split())
@@ -366,7 +365,7 @@ def _write_tokens(source, tokenizer, style, label_repeats, out, dtype, progress)
     return count, words, size
 
 
-def with_label(ids: list[int], label_id: int, since: int, word_starts: set[int]) -> tuple[list[int], int]:
+def with_label(ids: list[int], label_id: int, since: int, word_starts: frozenset[int]) -> tuple[list[int], int]:
     """ids with label_id before each word start that follows LABEL_EVERY or more tokens without it, and the
     count of tokens since its last one; since: that count before ids."""
     labelled = []
@@ -453,13 +452,14 @@ class StyleWindows:
         self.tokens, self.count, self.seed = tokens, count, seed
         self.rows = rows if rows is not None else range(count)
         self.eos_id, self.label_ids = tokenizer.eos_id, np.array(sorted(tokenizer.styles.values()), dtype=np.int64)
-        self.word_start = np.array([tokenizer.id_to_piece(i).startswith("▁") for i in range(tokenizer.vocab_size)])
+        self.word_start = np.zeros(tokenizer.vocab_size, dtype=bool)
+        self.word_start[list(tokenizer.word_start_ids)] = True
         ends = np.flatnonzero(tokens == self.eos_id)  # [EOS] doc [EOS] doc ... [EOS]
         starts, ends = ends[:-1] + 1, ends[1:]
         labelled = np.isin(tokens[starts], self.label_ids) & (starts < ends)
         self.labels = np.where(labelled, tokens[starts], -1)
         self.starts, self.ends = starts + labelled, ends  # each document's text: tokens[start:end]
-        lengths = np.maximum(self.ends - self.starts, 0)
+        lengths = self.ends - self.starts  # 0 for an empty document
         if not lengths.sum():
             raise DataError("the training data has no document text to draw --style-rows from")
         self.offsets = np.cumsum(lengths)  # a draw below offsets[-1] falls in the document searchsorted finds

@@ -40,11 +40,11 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
-    def rows(self, batch_size: int) -> range:
-        """This rank's rows of a global batch of batch_size rows."""
+    def rows(self, batch_size: int, flag: str = "--batch-size") -> range:
+        """This rank's rows of a global batch of batch_size rows (flag: the option that gave their number)."""
         if batch_size % self.size:
             raise ConfigError(
-                f"--batch-size {batch_size} does not split evenly over {self.size} processes; "
+                f"{flag} {batch_size} does not split evenly over {self.size} processes; "
                 f"use a multiple of {self.size}"
             )
         share = batch_size // self.size

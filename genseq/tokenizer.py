@@ -163,6 +163,11 @@ class Tokenizer:
                 found[match.group(1)] = token_id
         return found
 
+    @functools.cached_property
+    def word_start_ids(self) -> frozenset[int]:
+        """The ids of pieces that begin a word (SentencePiece's "▁" first): where a label may go before text."""
+        return frozenset(i for i in range(self.vocab_size) if self.sp.id_to_piece(i).startswith("▁"))
+
     def style_id(self, style: str) -> int:
         """The control id that starts text of the label style; ConfigError naming the known labels otherwise."""
         if style in self.styles:

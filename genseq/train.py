@@ -163,11 +163,8 @@ class Trainer(RunLoop):
             if self.streaming or not tokenizer.styles:
                 raise ConfigError("--style-rows needs a corpus with style labels (--labels-from or --label-column), "
                                   "which a streamed one cannot have")
-            if config.style_rows % self.world.size:
-                raise ConfigError(f"--style-rows {config.style_rows} does not split evenly over {self.world.size} "
-                                  f"processes; use a multiple of {self.world.size}")
             self.style_windows = StyleWindows(train_data, tokenizer, config.style_rows, config.seed,
-                                              self.world.rows(config.style_rows))
+                                              self.world.rows(config.style_rows, "--style-rows"))
         if len(valid_data.tokens) < 2:
             raise DataError("the validation data is too short to score (under two tokens); give more text or --valid")
         self.valid_data = valid_data
@@ -377,6 +374,7 @@ def train_language_model(
         raise ConfigError("--style-rows reads documents' style labels: give --labels-from or --label-column")
     world = current_world(resolve_device(train_config.device))
     training_precision(train_config.precision, world.device(resolve_device(train_config.device)))  # before any work
+    world.rows(train_config.style_rows, "--style-rows")  # refused before any work if it does not split evenly
     labelled = functools.partial(open_source, text_column=text_column, labels_from=labels_from, label_column=label_column)
     started_from = None
     if resume:

@@ -93,6 +93,8 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused_in_one_senten
     with pytest.raises(ConfigError, match="does not split evenly over 3 processes"):
         World(rank=0, size=3).rows(4)
     assert World(rank=1, size=2).rows(8) == range(4, 8)
+    with pytest.raises(ConfigError, match="--style-rows 3 does not split evenly over 2 processes"):
+        World(rank=0, size=2).rows(3, "--style-rows")
 
 
 # ---- streaming -----------------------------------------------------------------------
